@@ -1,0 +1,1 @@
+//! The admin listener: /metrics, /healthz, /readyz, /api/v1/*, and the status page.

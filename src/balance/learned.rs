@@ -1,0 +1,91 @@
+//! `X-Qlik-Session*` cookie values seen in a backend's `Set-Cookie`, mapped to that backend, so a
+//! client that lost our cookie (or never had it) still reaches the QPS node holding its session.
+//! Bounded, and entries expire after the idle time of a Qlik session.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(60 * 60);
+pub const DEFAULT_CAPACITY: usize = 200_000;
+
+pub struct LearnedSessions {
+    idle: Duration,
+    capacity: usize,
+    map: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl LearnedSessions {
+    pub fn new(idle: Duration, capacity: usize) -> LearnedSessions {
+        LearnedSessions {
+            idle,
+            capacity,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn learn(&self, session: &str, backend_id: &str) {
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("learned sessions lock");
+        if map.len() >= self.capacity && !map.contains_key(session) {
+            let idle = self.idle;
+            map.retain(|_, (_, seen)| now.duration_since(*seen) < idle);
+            if map.len() >= self.capacity {
+                // Still full of live sessions: drop the stalest tenth rather than refuse to learn.
+                let mut ages: Vec<(Instant, String)> =
+                    map.iter().map(|(k, (_, t))| (*t, k.clone())).collect();
+                ages.sort();
+                for (_, k) in ages.into_iter().take(self.capacity / 10 + 1) {
+                    map.remove(&k);
+                }
+            }
+        }
+        map.insert(session.to_string(), (backend_id.to_string(), now));
+    }
+
+    /// The backend that issued this session, refreshing its idle timer.
+    pub fn lookup(&self, session: &str) -> Option<String> {
+        let now = Instant::now();
+        let mut map = self.map.lock().expect("learned sessions lock");
+        let entry = map.get_mut(session)?;
+        if now.duration_since(entry.1) >= self.idle {
+            map.remove(session);
+            return None;
+        }
+        entry.1 = now;
+        Some(entry.0.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("learned sessions lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_and_expires() {
+        let t = LearnedSessions::new(Duration::from_millis(0), 10);
+        t.learn("abc", "node1");
+        assert_eq!(t.lookup("abc"), None, "zero idle time expires at once");
+        let t = LearnedSessions::new(DEFAULT_IDLE, 10);
+        t.learn("abc", "node1");
+        assert_eq!(t.lookup("abc").as_deref(), Some("node1"));
+    }
+
+    #[test]
+    fn stays_bounded() {
+        let t = LearnedSessions::new(DEFAULT_IDLE, 100);
+        for i in 0..1000 {
+            t.learn(&format!("s{i}"), "n");
+        }
+        assert!(t.len() <= 100);
+        assert_eq!(t.lookup("s999").as_deref(), Some("n"), "the newest survives");
+    }
+}

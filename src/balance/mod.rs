@@ -1,0 +1,12 @@
+//! Backends' live state, selection, and health.
+
+pub mod cookie;
+pub mod engine_health;
+pub mod learned;
+pub mod load;
+pub mod pool;
+pub mod registry;
+pub mod select;
+
+pub use pool::Pool;
+pub use registry::{Backend, Registry};

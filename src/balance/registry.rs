@@ -1,0 +1,355 @@
+//! Live per-backend state, keyed by (pool, backend id). It lives outside the swapped config so a
+//! reload keeps health, in-flight counts, open tunnels and back-off for every id that stays.
+
+use super::engine_health::EngineHealth;
+use crate::config::BackendUrl;
+use crate::metrics::Metrics;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use prometheus::{Histogram, IntCounter, IntGauge};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What the config says about a backend; replaced on reload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendTarget {
+    pub url: BackendUrl,
+    pub weight: u32,
+    pub engine_health: Option<BackendUrl>,
+}
+
+/// The last engine health sample and when it was taken.
+#[derive(Debug, Clone)]
+pub struct HealthSample {
+    pub health: EngineHealth,
+    pub taken: Instant,
+    pub taken_wall: SystemTime,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct CheckState {
+    pub consecutive_ok: u32,
+    pub consecutive_fail: u32,
+    pub last_check: Option<SystemTime>,
+    pub last_error: Option<String>,
+}
+
+/// Label children resolved once, so the hot path never hashes label values.
+pub struct BackendMetrics {
+    pub up: IntGauge,
+    pub draining: IntGauge,
+    pub inflight: IntGauge,
+    pub tunnels_active: IntGauge,
+    pub tunnels_total: IntCounter,
+    pub bytes_to_backend: IntCounter,
+    pub bytes_to_client: IntCounter,
+    pub ejections: IntCounter,
+    pub checks_ok: IntCounter,
+    pub checks_fail: IntCounter,
+    pub duration: Histogram,
+}
+
+pub struct Backend {
+    pub pool: String,
+    pub id: String,
+    target: ArcSwap<BackendTarget>,
+    up: AtomicBool,
+    draining: AtomicBool,
+    removed: AtomicBool,
+    inflight: AtomicI64,
+    tunnels: AtomicI64,
+    health: ArcSwapOption<HealthSample>,
+    checks: Mutex<CheckState>,
+    ejected_until_ms: AtomicU64,
+    ejection_streak: AtomicU32,
+    /// Closed when the backend is found dead, so its open tunnels end too.
+    dead_signal: tokio::sync::watch::Sender<u64>,
+    pub metrics: BackendMetrics,
+}
+
+/// Longest passive ejection; doubling starts at one second.
+const MAX_EJECTION: Duration = Duration::from_secs(30);
+
+fn epoch() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
+}
+
+impl Backend {
+    fn new(pool: &str, id: &str, target: BackendTarget, m: &Metrics) -> Backend {
+        let l = [pool, id];
+        let metrics = BackendMetrics {
+            up: m.backend_up.with_label_values(&l),
+            draining: m.backend_draining.with_label_values(&l),
+            inflight: m.backend_inflight_requests.with_label_values(&l),
+            tunnels_active: m.websocket_tunnels_active.with_label_values(&l),
+            tunnels_total: m.websocket_tunnels_total.with_label_values(&l),
+            bytes_to_backend: m.websocket_bytes_total.with_label_values(&[pool, id, "to_backend"]),
+            bytes_to_client: m.websocket_bytes_total.with_label_values(&[pool, id, "to_client"]),
+            ejections: m.backend_ejections_total.with_label_values(&l),
+            checks_ok: m.backend_health_checks_total.with_label_values(&[pool, id, "ok"]),
+            checks_fail: m.backend_health_checks_total.with_label_values(&[pool, id, "fail"]),
+            duration: m.http_request_duration_seconds.with_label_values(&l),
+        };
+        metrics.up.set(1);
+        metrics.draining.set(0);
+        Backend {
+            pool: pool.to_string(),
+            id: id.to_string(),
+            target: ArcSwap::from_pointee(target),
+            up: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            removed: AtomicBool::new(false),
+            inflight: AtomicI64::new(0),
+            tunnels: AtomicI64::new(0),
+            health: ArcSwapOption::empty(),
+            checks: Mutex::new(CheckState::default()),
+            ejected_until_ms: AtomicU64::new(0),
+            ejection_streak: AtomicU32::new(0),
+            dead_signal: tokio::sync::watch::channel(0).0,
+            metrics,
+        }
+    }
+
+    pub fn target(&self) -> Arc<BackendTarget> {
+        self.target.load_full()
+    }
+
+    pub fn set_target(&self, t: BackendTarget) {
+        if *self.target.load_full() != t {
+            self.target.store(Arc::new(t));
+        }
+    }
+
+    /// Up by active checks (ignores passive ejection).
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Up and not ejected: may receive traffic of users already pinned to it.
+    pub fn is_available(&self) -> bool {
+        self.is_up() && !self.is_ejected()
+    }
+
+    /// Available and not draining: may receive new users.
+    pub fn accepts_new_users(&self) -> bool {
+        self.is_available() && !self.is_draining()
+    }
+
+    pub fn set_draining(&self, on: bool) {
+        self.draining.store(on, Ordering::Relaxed);
+        self.metrics.draining.set(on as i64);
+    }
+
+    pub fn set_up(&self, up: bool) {
+        let was = self.up.swap(up, Ordering::Relaxed);
+        self.metrics.up.set(up as i64);
+        if was && !up {
+            self.dead_signal.send_modify(|n| *n += 1);
+        }
+    }
+
+    pub(crate) fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Relaxed);
+    }
+
+    /// A connect failure or reset: take the backend out for a doubling back-off at once, and
+    /// end its open tunnels, before the active check confirms.
+    pub fn eject(&self) {
+        let streak = self.ejection_streak.fetch_add(1, Ordering::Relaxed).min(16);
+        let backoff = Duration::from_secs(1)
+            .saturating_mul(1u32 << streak.min(5))
+            .min(MAX_EJECTION);
+        self.ejected_until_ms
+            .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
+        self.metrics.ejections.inc();
+        self.dead_signal.send_modify(|n| *n += 1);
+    }
+
+    /// A successful connect resets the back-off.
+    pub fn connect_succeeded(&self) {
+        if self.ejection_streak.load(Ordering::Relaxed) != 0 {
+            self.ejection_streak.store(0, Ordering::Relaxed);
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Fires whenever the backend is found dead (ejected or marked down).
+    pub fn dead_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.dead_signal.subscribe()
+    }
+
+    pub fn inflight(&self) -> i64 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn tunnels(&self) -> i64 {
+        self.tunnels.load(Ordering::Relaxed)
+    }
+
+    pub fn health(&self) -> Option<Arc<HealthSample>> {
+        self.health.load_full()
+    }
+
+    pub fn set_health(&self, sample: Option<HealthSample>) {
+        self.health.store(sample.map(Arc::new));
+    }
+
+    pub fn check_state(&self) -> CheckState {
+        self.checks.lock().expect("check state lock").clone()
+    }
+
+    /// Records one active check and applies rise/fall. Returns the new up state.
+    pub fn record_check(&self, result: Result<(), String>, rise: u32, fall: u32) -> bool {
+        let mut st = self.checks.lock().expect("check state lock");
+        st.last_check = Some(SystemTime::now());
+        let up = self.is_up();
+        match result {
+            Ok(()) => {
+                self.metrics.checks_ok.inc();
+                st.consecutive_ok += 1;
+                st.consecutive_fail = 0;
+                st.last_error = None;
+                if !up && st.consecutive_ok >= rise {
+                    self.set_up(true);
+                }
+            }
+            Err(e) => {
+                self.metrics.checks_fail.inc();
+                st.consecutive_fail += 1;
+                st.consecutive_ok = 0;
+                st.last_error = Some(e);
+                if up && st.consecutive_fail >= fall {
+                    self.set_up(false);
+                }
+            }
+        }
+        self.is_up()
+    }
+
+    pub fn inflight_lease(self: &Arc<Self>) -> InflightLease {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.metrics.inflight.inc();
+        InflightLease(self.clone())
+    }
+
+    pub fn tunnel_lease(self: &Arc<Self>) -> TunnelLease {
+        self.tunnels.fetch_add(1, Ordering::Relaxed);
+        self.metrics.tunnels_active.inc();
+        self.metrics.tunnels_total.inc();
+        TunnelLease(self.clone())
+    }
+}
+
+/// Counts one forwarded request as load until the response body ends.
+pub struct InflightLease(Arc<Backend>);
+
+impl InflightLease {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InflightLease {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.inflight.dec();
+    }
+}
+
+/// Counts one open WebSocket tunnel as load for its whole life.
+pub struct TunnelLease(Arc<Backend>);
+
+impl TunnelLease {
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for TunnelLease {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.tunnels_active.dec();
+    }
+}
+
+/// All live backends of one running instance.
+pub struct Registry {
+    metrics: Arc<Metrics>,
+    backends: Mutex<HashMap<(String, String), Arc<Backend>>>,
+}
+
+impl Registry {
+    pub fn new(metrics: Arc<Metrics>) -> Registry {
+        Registry {
+            metrics,
+            backends: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The live backend for (pool, id), created on first sight; its target is updated.
+    pub fn upsert(&self, pool: &str, id: &str, target: BackendTarget) -> Arc<Backend> {
+        let mut map = self.backends.lock().expect("registry lock");
+        let key = (pool.to_string(), id.to_string());
+        if let Some(b) = map.get(&key) {
+            b.set_target(target);
+            return b.clone();
+        }
+        let b = Arc::new(Backend::new(pool, id, target, &self.metrics));
+        map.insert(key, b.clone());
+        b
+    }
+
+    pub fn get(&self, pool: &str, id: &str) -> Option<Arc<Backend>> {
+        self.backends
+            .lock()
+            .expect("registry lock")
+            .get(&(pool.to_string(), id.to_string()))
+            .cloned()
+    }
+
+    /// Forgets backends no longer in the config; their open tunnels finish on their own.
+    pub fn retain(&self, keep: &[(String, String)]) {
+        let mut map = self.backends.lock().expect("registry lock");
+        map.retain(|k, b| {
+            let stays = keep.contains(k);
+            if !stays {
+                b.mark_removed();
+                let l = [k.0.as_str(), k.1.as_str()];
+                let _ = self.metrics.backend_up.remove_label_values(&l);
+                let _ = self.metrics.backend_draining.remove_label_values(&l);
+            }
+            stays
+        });
+    }
+
+    pub fn all(&self) -> Vec<Arc<Backend>> {
+        self.backends
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+}

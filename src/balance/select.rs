@@ -1,0 +1,99 @@
+//! Picking a backend for a new user: round-robin, least-conn, and least-loaded (engine RAM/CPU
+//! health by power of two choices, so new users spread instead of herding onto one node).
+
+use super::load::load_score;
+use super::pool::Pool;
+use super::registry::Backend;
+use crate::config::{Balance, WhenAllDown};
+use rand::Rng;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The outcome of a selection for a new user.
+pub enum Selected<'a> {
+    Backend(&'a Arc<Backend>),
+    /// Nothing is up; `try-anyway` picked this one regardless.
+    AllDown(&'a Arc<Backend>),
+    None,
+}
+
+pub fn select(pool: &Pool) -> Selected<'_> {
+    let candidates: Vec<&Arc<Backend>> = pool
+        .backends
+        .iter()
+        .filter(|b| b.accepts_new_users())
+        .collect();
+    if let Some(b) = pick(pool, &candidates) {
+        return Selected::Backend(b);
+    }
+    match pool.cfg.when_all_down {
+        WhenAllDown::Reject => Selected::None,
+        WhenAllDown::TryAnyway => {
+            let not_draining: Vec<&Arc<Backend>> =
+                pool.backends.iter().filter(|b| !b.is_draining()).collect();
+            let fallback = if not_draining.is_empty() {
+                pool.backends.iter().collect()
+            } else {
+                not_draining
+            };
+            match pick_round_robin(pool, &fallback) {
+                Some(b) => Selected::AllDown(b),
+                None => Selected::None,
+            }
+        }
+    }
+}
+
+fn pick<'a>(pool: &Pool, c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
+    match pool.cfg.balance {
+        Balance::RoundRobin => pick_round_robin(pool, c),
+        Balance::LeastConn => pick_least_conn(c),
+        Balance::LeastLoaded => pick_least_loaded(c),
+    }
+}
+
+fn pick_round_robin<'a>(pool: &Pool, c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
+    if c.is_empty() {
+        return None;
+    }
+    let n = pool.rr_next.fetch_add(1, Ordering::Relaxed);
+    Some(c[n % c.len()])
+}
+
+fn conn_load(b: &Backend) -> f64 {
+    (b.inflight() + b.tunnels()) as f64 / b.target().weight.max(1) as f64
+}
+
+fn pick_least_conn<'a>(c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
+    // Ties start at a random place so equal backends share new users.
+    if c.is_empty() {
+        return None;
+    }
+    let start = rand::thread_rng().gen_range(0..c.len());
+    (0..c.len())
+        .map(|i| c[(start + i) % c.len()])
+        .min_by(|a, b| conn_load(a).total_cmp(&conn_load(b)))
+}
+
+/// Power of two choices over the load score: two random candidates, the lighter wins. A random
+/// pair keeps an idle-looking node from taking every new user between two health polls.
+pub fn pick_least_loaded<'a>(c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
+    match c.len() {
+        0 => None,
+        1 => Some(c[0]),
+        n => {
+            let mut rng = rand::thread_rng();
+            let i = rng.gen_range(0..n);
+            let mut j = rng.gen_range(0..n - 1);
+            if j >= i {
+                j += 1;
+            }
+            let (a, b) = (c[i], c[j]);
+            if load_score(b) < load_score(a) {
+                Some(b)
+            } else {
+                Some(a)
+            }
+        }
+    }
+}

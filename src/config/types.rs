@@ -1,0 +1,424 @@
+//! The TOML file as typed data, with every default of `config/qlik-lb.toml`.
+//! Semantic checks live in `validate.rs`; this file only says what each key holds.
+
+use super::duration::Dur;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    #[serde(default)]
+    pub frontend: Vec<FrontendConfig>,
+    #[serde(default)]
+    pub lb_module: Option<LbModuleConfig>,
+    #[serde(default)]
+    pub pool: Vec<PoolConfig>,
+    #[serde(default)]
+    pub qlik_certs: Option<QlikCertsConfig>,
+    #[serde(default)]
+    pub qrs: Option<QrsConfig>,
+    #[serde(default)]
+    pub license: Option<LicenseConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendConfig {
+    pub name: String,
+    pub listen: String,
+    pub pool: String,
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: Dur,
+    #[serde(default = "default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: Dur,
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_strip_request_headers")]
+    pub strip_request_headers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LbModuleConfig {
+    #[serde(default = "default_lb_module_listen")]
+    pub listen: String,
+    pub pool: String,
+    #[serde(default = "default_base_path")]
+    pub base_path: String,
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    LeastLoaded,
+    LeastConn,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WhenAllDown {
+    TryAnyway,
+    Reject,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(default = "default_balance")]
+    pub balance: Balance,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    #[serde(default = "default_when_all_down")]
+    pub when_all_down: WhenAllDown,
+    #[serde(default)]
+    pub sticky: StickyConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
+    pub backend: Vec<BackendConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureMode {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum SameSite {
+    None,
+    Lax,
+    Strict,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    #[serde(default = "default_cookie")]
+    pub cookie: String,
+    #[serde(default = "default_secure")]
+    pub secure: SecureMode,
+    #[serde(default = "default_same_site")]
+    pub same_site: SameSite,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    pub learn_qlik_session: bool,
+}
+
+impl Default for StickyConfig {
+    fn default() -> Self {
+        StickyConfig {
+            cookie: default_cookie(),
+            secure: default_secure(),
+            same_site: default_same_site(),
+            secret_file: None,
+            learn_qlik_session: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Http,
+    Qix,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    #[serde(default = "default_check")]
+    pub check: CheckKind,
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            check: default_check(),
+            path: default_health_path(),
+            interval: default_interval(),
+            timeout: default_health_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub id: String,
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(default)]
+    pub engine_health: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QlikCertsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub verify_server: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrsConfig {
+    pub url: String,
+    #[serde(default = "default_qrs_user")]
+    pub user: String,
+    #[serde(default = "default_qrs_timeout")]
+    pub timeout: Dur,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseConfig {
+    #[serde(default)]
+    pub monitor: Option<MonitorConfig>,
+    #[serde(default)]
+    pub release: Option<ReleaseConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_monitor_schedule")]
+    pub schedule: String,
+    #[serde(default = "default_true")]
+    pub run_at_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_true")]
+    pub dry_run: bool,
+    #[serde(default = "default_release_schedule")]
+    pub schedule: String,
+    #[serde(default = "default_true")]
+    pub run_at_start: bool,
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    #[serde(default = "default_audit_log")]
+    pub audit_log: PathBuf,
+    #[serde(default = "default_max_releases")]
+    pub max_releases_per_run: usize,
+    #[serde(default)]
+    pub professional: LicenseTypeConfig,
+    #[serde(default)]
+    pub analyzer: LicenseTypeConfig,
+    #[serde(default)]
+    pub never: NeverRelease,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LicenseTypeConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_threshold_days")]
+    pub threshold_days: u32,
+}
+
+impl Default for LicenseTypeConfig {
+    fn default() -> Self {
+        LicenseTypeConfig {
+            enabled: true,
+            threshold_days: default_threshold_days(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FlagRule {
+    #[default]
+    Ignore,
+    Yes,
+    No,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CustomPropertyRule {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NeverRelease {
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub custom_properties: Vec<CustomPropertyRule>,
+    #[serde(default)]
+    pub user_directories: Vec<String>,
+    #[serde(default)]
+    pub inactive: FlagRule,
+    #[serde(default)]
+    pub blocked: FlagRule,
+    #[serde(default)]
+    pub removed_externally: FlagRule,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_lb_module_listen() -> String {
+    "0.0.0.0:8187".into()
+}
+fn default_base_path() -> String {
+    "/".into()
+}
+fn default_shutdown_grace() -> Dur {
+    Dur::secs(30)
+}
+fn default_header_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_keepalive_timeout() -> Dur {
+    Dur::secs(300)
+}
+fn default_tunnel_idle_timeout() -> Dur {
+    Dur::secs(3600)
+}
+fn default_max_header_bytes() -> usize {
+    65536
+}
+fn default_max_connections() -> usize {
+    100_000
+}
+pub fn default_strip_request_headers() -> Vec<String> {
+    ["X-Qlik-User", "X-Qlik-Security", "X-Qlik-ProxySession", "X-Qlik-ProxyId"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_balance() -> Balance {
+    Balance::LeastLoaded
+}
+fn default_connect_timeout() -> Dur {
+    Dur::secs(3)
+}
+fn default_response_timeout() -> Dur {
+    Dur::secs(120)
+}
+fn default_when_all_down() -> WhenAllDown {
+    WhenAllDown::TryAnyway
+}
+fn default_cookie() -> String {
+    "QLB_ROUTE".into()
+}
+fn default_secure() -> SecureMode {
+    SecureMode::Auto
+}
+fn default_same_site() -> SameSite {
+    SameSite::None
+}
+fn default_check() -> CheckKind {
+    CheckKind::Http
+}
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_health_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_qrs_user() -> String {
+    "INTERNAL\\sa_api".into()
+}
+fn default_qrs_timeout() -> Dur {
+    Dur::secs(30)
+}
+fn default_monitor_schedule() -> String {
+    "every 6 hours".into()
+}
+fn default_release_schedule() -> String {
+    "every 24 hours".into()
+}
+fn default_timezone() -> String {
+    "UTC".into()
+}
+fn default_audit_log() -> PathBuf {
+    "var/license-release.jsonl".into()
+}
+fn default_max_releases() -> usize {
+    200
+}
+fn default_threshold_days() -> u32 {
+    30
+}

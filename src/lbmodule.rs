@@ -1,0 +1,1 @@
+//! The Qlik "load balancing module": `POST <base_path>loadbalancing/prioritize`.

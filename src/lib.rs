@@ -1,0 +1,22 @@
+//! qlik-lb: a load balancer for Qlik Sense sites.
+//!
+//! - `proxy`: the front door (sticky HTTP/1.1 + WebSocket reverse proxy, TLS).
+//! - `balance`: backends' live state, selection, health checks.
+//! - `lbmodule`: the Qlik "load balancing module" endpoint.
+//! - `control`: the QRS client and the license monitor and release jobs.
+//! - `admin`: metrics, health, status API and page, drain, reload.
+//! - `sim`: a simulated Qlik site for the demo, the tests and the benchmarks.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod lbmodule;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod runtime;
+pub mod sim;
+pub mod tls;

@@ -1,0 +1,1 @@
+//! The front door: accept, read the request head, route, forward, splice WebSockets.

@@ -1,0 +1,153 @@
+//! The immutable snapshot the hot path reads (one `arc-swap` load per request), and the state
+//! that outlives snapshots: metrics, the backend registry, learned Qlik sessions.
+
+use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
+use crate::balance::{Pool, Registry};
+use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig};
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// State that survives reloads.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+    learned: Mutex<HashMap<String, Arc<LearnedSessions>>>,
+}
+
+impl Shared {
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Shared> {
+        Arc::new(Shared {
+            registry: Registry::new(metrics.clone()),
+            metrics,
+            learned: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn learned_for(&self, pool: &str) -> Arc<LearnedSessions> {
+        self.learned
+            .lock()
+            .expect("learned table lock")
+            .entry(pool.to_string())
+            .or_insert_with(|| Arc::new(LearnedSessions::new(DEFAULT_IDLE, DEFAULT_CAPACITY)))
+            .clone()
+    }
+}
+
+pub struct FrontendRuntime {
+    pub cfg: FrontendConfig,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Lower-cased header names never forwarded from a client.
+    pub strip: Vec<String>,
+}
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub pools: HashMap<String, Arc<Pool>>,
+    pub frontends: Vec<Arc<FrontendRuntime>>,
+}
+
+impl Runtime {
+    /// Builds everything the config describes that can fail (secrets, certificates) before
+    /// anything is swapped in; on error nothing changes.
+    pub fn build(config: Config, shared: &Shared) -> Result<Runtime, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut secrets = HashMap::new();
+        for (i, p) in config.file.pool.iter().enumerate() {
+            if let Some(secret_file) = &p.sticky.secret_file {
+                let path = config.resolve(secret_file);
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        let trimmed = String::from_utf8_lossy(&bytes).trim().as_bytes().to_vec();
+                        if trimmed.len() < 16 {
+                            errors.push(ConfigError {
+                                key: format!("pool[{i}].sticky.secret_file"),
+                                line: None,
+                                message: format!(
+                                    "{} holds {} bytes; use at least 16 random bytes",
+                                    path.display(),
+                                    trimmed.len()
+                                ),
+                            });
+                        }
+                        secrets.insert(p.name.clone(), trimmed);
+                    }
+                    Err(e) => errors.push(ConfigError {
+                        key: format!("pool[{i}].sticky.secret_file"),
+                        line: None,
+                        message: format!("cannot read {}: {e}", path.display()),
+                    }),
+                }
+            }
+        }
+        let mut frontends = Vec::new();
+        for (i, fe) in config.file.frontend.iter().enumerate() {
+            let tls = match &fe.tls {
+                Some(t) => match crate::tls::server_config(
+                    &config.resolve(&t.cert),
+                    &config.resolve(&t.key),
+                    None,
+                ) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        errors.push(ConfigError {
+                            key: format!("frontend[{i}].tls"),
+                            line: None,
+                            message: e.to_string(),
+                        });
+                        None
+                    }
+                },
+                None => None,
+            };
+            frontends.push(Arc::new(FrontendRuntime {
+                strip: fe
+                    .strip_request_headers
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                cfg: fe.clone(),
+                tls,
+            }));
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors {
+                file: config.path.clone(),
+                errors,
+            });
+        }
+        let pools = config
+            .file
+            .pool
+            .iter()
+            .map(|p| {
+                let pool = Pool::build(
+                    p,
+                    secrets.get(&p.name).map(|s| s.as_slice()),
+                    &shared.registry,
+                    shared.learned_for(&p.name),
+                );
+                (p.name.clone(), Arc::new(pool))
+            })
+            .collect();
+        let keep: Vec<(String, String)> = config
+            .file
+            .pool
+            .iter()
+            .flat_map(|p| p.backend.iter().map(|b| (p.name.clone(), b.id.clone())))
+            .collect();
+        shared.registry.retain(&keep);
+        Ok(Runtime {
+            config: Arc::new(config),
+            pools,
+            frontends,
+        })
+    }
+
+    pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRuntime>> {
+        self.frontends.iter().find(|f| f.cfg.name == name)
+    }
+}
+
+pub type SharedRuntime = Arc<ArcSwap<Runtime>>;

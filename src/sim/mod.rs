@@ -1,0 +1,2 @@
+//! A simulated Qlik Sense site: engine/QPS nodes, QIX WebSockets, and a QRS over mutual TLS.
+pub mod cli;
