@@ -66,6 +66,8 @@ pub struct Backend {
     /// Closed when the backend is found dead, so its open tunnels end too.
     dead_signal: tokio::sync::watch::Sender<u64>,
     pub metrics: BackendMetrics,
+    /// Idle keep-alive connections to this backend.
+    pub idle: crate::proxy::upstream::IdlePool,
 }
 
 /// Longest passive ejection; doubling starts at one second.
@@ -113,6 +115,7 @@ impl Backend {
             ejection_streak: AtomicU32::new(0),
             dead_signal: tokio::sync::watch::channel(0).0,
             metrics,
+            idle: Default::default(),
         }
     }
 
@@ -162,6 +165,7 @@ impl Backend {
         let was = self.up.swap(up, Ordering::Relaxed);
         self.metrics.up.set(up as i64);
         if was && !up {
+            self.idle.clear();
             self.dead_signal.send_modify(|n| *n += 1);
         }
     }
@@ -170,8 +174,10 @@ impl Backend {
         self.removed.store(true, Ordering::Relaxed);
     }
 
-    /// A connect failure or reset: take the backend out for a doubling back-off at once, and
-    /// end its open tunnels, before the active check confirms.
+    /// A connect failure or reset: take the backend out of rotation for a doubling back-off at
+    /// once, before the active check confirms. Open tunnels are left alone: one refused connect
+    /// (a full backlog, say) must not cut every user's open app; a dead node closes them itself,
+    /// and the active check marking it down ends any that linger.
     pub fn eject(&self) {
         let streak = self.ejection_streak.fetch_add(1, Ordering::Relaxed).min(16);
         let backoff = Duration::from_secs(1)
@@ -180,7 +186,7 @@ impl Backend {
         self.ejected_until_ms
             .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
         self.metrics.ejections.inc();
-        self.dead_signal.send_modify(|n| *n += 1);
+        self.idle.clear();
     }
 
     /// A successful connect resets the back-off.
@@ -191,7 +197,7 @@ impl Backend {
         }
     }
 
-    /// Fires whenever the backend is found dead (ejected or marked down).
+    /// Fires whenever the active checks mark the backend down.
     pub fn dead_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.dead_signal.subscribe()
     }

@@ -1,1 +1,65 @@
 //! The front door: accept, read the request head, route, forward, splice WebSockets.
+//!
+//! The HTTP/1.1 path is purpose-built on httparse rather than a general server so that the
+//! contract's edges hold: heads are forwarded byte-for-byte, ambiguous framing is refused before
+//! anything reaches a backend, slow heads get a 408, and an upgraded connection is handed to a
+//! tunnel that costs almost nothing while idle.
+
+pub mod backend_head;
+pub mod body;
+pub mod client_head;
+pub mod conn;
+pub mod head;
+pub mod listener;
+pub mod respond;
+pub mod rewrite;
+pub mod route;
+pub mod stream;
+pub mod tunnel;
+pub mod upstream;
+
+use crate::runtime::{Shared, SharedRuntime};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Tracks connections and tunnels so shutdown can wait for them and close them in order.
+pub struct Lifecycle {
+    pub tracker: TaskTracker,
+    /// Stop accepting and close idle keep-alive connections.
+    pub stop: CancellationToken,
+    /// Close open WebSocket tunnels (after the shutdown grace).
+    pub close_tunnels: CancellationToken,
+}
+
+impl Lifecycle {
+    pub fn new() -> Arc<Lifecycle> {
+        Arc::new(Lifecycle {
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            close_tunnels: CancellationToken::new(),
+        })
+    }
+}
+
+/// What every connection of the front door needs.
+pub struct ProxyCtx {
+    pub runtime: SharedRuntime,
+    pub shared: Arc<Shared>,
+    pub backend_tls: Arc<rustls::ClientConfig>,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl ProxyCtx {
+    pub fn new(runtime: SharedRuntime, shared: Arc<Shared>, lifecycle: Arc<Lifecycle>) -> Arc<ProxyCtx> {
+        // Backends behind a Qlik load balancer usually present QMC-issued or self-signed
+        // certificates for names the balancer does not use, as `ssl verify none` in HAProxy.
+        let backend_tls = crate::tls::client_config_from(None, Vec::new(), false).expect("default TLS client config");
+        Arc::new(ProxyCtx {
+            runtime,
+            shared,
+            backend_tls,
+            lifecycle,
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Reading a request head from a client within `header_timeout` and `max_header_bytes`.
+
+use super::head::{head_end, parse_request, Head, HeadError};
+use super::respond::ProxyError;
+use super::stream::ClientStream;
+use bytes::{Buf, BytesMut};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub struct HeadLimits {
+    pub header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+pub enum HeadRead {
+    Head(Head),
+    /// The client went away or stayed idle past keep-alive: close quietly.
+    Closed,
+    Refused(ProxyError, &'static str),
+}
+
+/// `first` marks the first request of a connection: its head deadline runs from `accepted`
+/// (a slowloris guard); later heads get `keepalive_timeout` to start and `header_timeout` to finish.
+pub async fn read_request_head(
+    io: &mut ClientStream,
+    buf: &mut BytesMut,
+    limits: &HeadLimits,
+    first: Option<Instant>,
+    stop: &CancellationToken,
+) -> HeadRead {
+    let mut deadline = first.map(|t| t + limits.header_timeout);
+    if buf.is_empty() {
+        let wait_until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(wait_until, io.read_buf(buf)) => r,
+            _ = stop.cancelled() => return HeadRead::Closed,
+        };
+        match read {
+            Err(_) if first.is_some() => {
+                return HeadRead::Refused(ProxyError::HeaderTimeout, "no request head in time")
+            }
+            Err(_) | Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+    let deadline = *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+    let mut scanned = 0;
+    loop {
+        // RFC 9112 §2.2: ignore empty lines before a request line.
+        while buf.starts_with(b"\r\n") {
+            buf.advance(2);
+        }
+        if let Some(end) = head_end(buf, scanned) {
+            if end > limits.max_header_bytes {
+                return HeadRead::Refused(ProxyError::HeaderTooLarge, "header section too large");
+            }
+            let raw = buf.split_to(end).freeze();
+            return match parse_request(raw) {
+                Ok(head) => HeadRead::Head(head),
+                Err(HeadError::TooManyHeaders) => {
+                    HeadRead::Refused(ProxyError::HeaderTooLarge, "too many header lines")
+                }
+                Err(e) => HeadRead::Refused(ProxyError::BadRequest, e.reason()),
+            };
+        }
+        if buf.len() > limits.max_header_bytes {
+            return HeadRead::Refused(ProxyError::HeaderTooLarge, "header section too large");
+        }
+        scanned = buf.len();
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Err(_) => return HeadRead::Refused(ProxyError::HeaderTimeout, "request head not complete in time"),
+            Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+}

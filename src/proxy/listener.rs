@@ -1,0 +1,64 @@
+//! Accepting front-door connections: the connection limit, the TLS handshake (bounded by
+//! `header_timeout`), and one task per connection tracked for graceful shutdown.
+
+use super::stream::Stream;
+use super::ProxyCtx;
+use crate::runtime::FrontendRuntime;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+pub async fn serve_frontend(listener: TcpListener, name: String, ctx: Arc<ProxyCtx>) {
+    let initial = ctx.runtime.load().frontend(&name).cloned();
+    let Some(initial) = initial else {
+        warn!(frontend = %name, "frontend is not in the config");
+        return;
+    };
+    let limit = Arc::new(Semaphore::new(initial.cfg.max_connections));
+    loop {
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = ctx.lifecycle.stop.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.lifecycle.stop.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off briefly instead of spinning.
+                warn!(frontend = %name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let fe: Arc<FrontendRuntime> = ctx.runtime.load().frontend(&name).cloned().unwrap_or_else(|| initial.clone());
+        let ctx2 = ctx.clone();
+        let started = tokio::time::Instant::now();
+        ctx.lifecycle.tracker.spawn(async move {
+            let _permit = permit;
+            let io = match &fe.tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                    match tokio::time::timeout(fe.cfg.header_timeout.get(), acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                        Ok(Err(e)) => {
+                            debug!(frontend = %fe.cfg.name, client = %peer, error = %e, "TLS handshake failed");
+                            ctx2.shared.metrics.client_errors_total.with_label_values(&[&fe.cfg.name, "tls"]).inc();
+                            return;
+                        }
+                        Err(_) => {
+                            ctx2.shared.metrics.client_errors_total.with_label_values(&[&fe.cfg.name, "tls"]).inc();
+                            return;
+                        }
+                    }
+                }
+            };
+            super::conn::serve(io, peer, started, fe, ctx2).await;
+        });
+    }
+}

@@ -1,0 +1,80 @@
+//! Answers the proxy makes itself: short HTML or JSON by `Accept`, with a request id that also
+//! appears in the log line, so an administrator can match a user's screenshot to the log.
+
+use super::head::Head;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyError {
+    BadRequest,
+    HeaderTooLarge,
+    HeaderTimeout,
+    NoBackend,
+    BadGateway,
+    GatewayTimeout,
+}
+
+impl ProxyError {
+    pub fn status(self) -> (u16, &'static str) {
+        match self {
+            ProxyError::BadRequest => (400, "Bad Request"),
+            ProxyError::HeaderTimeout => (408, "Request Timeout"),
+            ProxyError::HeaderTooLarge => (431, "Request Header Fields Too Large"),
+            ProxyError::BadGateway => (502, "Bad Gateway"),
+            ProxyError::NoBackend => (503, "Service Unavailable"),
+            ProxyError::GatewayTimeout => (504, "Gateway Timeout"),
+        }
+    }
+
+    fn explanation(self) -> &'static str {
+        match self {
+            ProxyError::BadRequest => "The request could not be understood.",
+            ProxyError::HeaderTimeout => "The request headers did not arrive in time.",
+            ProxyError::HeaderTooLarge => "The request headers are too large.",
+            ProxyError::BadGateway => "The Qlik Sense node could not be reached.",
+            ProxyError::NoBackend => "No Qlik Sense node is available right now. Please retry shortly.",
+            ProxyError::GatewayTimeout => "The Qlik Sense node did not answer in time.",
+        }
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique request id: a random prefix per process and a counter.
+pub fn request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(rand::random::<u32>);
+    format!("{prefix:08x}-{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
+
+fn wants_json(head: Option<&Head>) -> bool {
+    head.and_then(|h| h.first("accept"))
+        .is_some_and(|a| a.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")))
+}
+
+/// The full response bytes; the connection is closed after it unless `keep_alive`.
+pub fn error_response(err: ProxyError, head: Option<&Head>, id: &str, keep_alive: bool) -> Vec<u8> {
+    let (code, reason) = err.status();
+    let text = err.explanation();
+    let (ctype, body) = if wants_json(head) {
+        (
+            "application/json",
+            serde_json::json!({"status": code, "error": reason, "message": text, "request_id": id})
+                .to_string(),
+        )
+    } else {
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html><head><title>{code} {reason}</title></head><body><h1>{code} {reason}</h1><p>{text}</p><p><small>qlik-lb request id {id}</small></p></body></html>\n"
+            ),
+        )
+    };
+    let retry = if err == ProxyError::NoBackend { "Retry-After: 5\r\n" } else { "" };
+    let conn = if keep_alive { "" } else { "Connection: close\r\n" };
+    format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{retry}{conn}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

@@ -1,0 +1,225 @@
+//! A WebSocket tunnel after the backend's 101: the two connections are spliced byte for byte,
+//! with no frame parsing, until either side closes, `tunnel_idle_timeout` passes, the backend
+//! is found dead, or shutdown's grace ends.
+//!
+//! Idle tunnels are the common case (an open Qlik app between clicks), so between bursts a
+//! plain-TCP tunnel holds no buffer at all: bytes are read into a per-thread scratch buffer and
+//! written straight on; only a write that would block parks the remainder on the heap.
+
+use super::stream::{BackendStream, ClientStream, Stream};
+use crate::balance::registry::TunnelLease;
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; SCRATCH]);
+}
+
+pub struct Tunnel {
+    pub client: ClientStream,
+    /// Bytes the client sent after the upgrade request, already read.
+    pub from_client: Bytes,
+    pub backend: BackendStream,
+    /// Bytes the backend sent after its 101 (often the first frame), already read.
+    pub from_backend: Bytes,
+    pub lease: TunnelLease,
+    pub idle: Duration,
+    pub close: CancellationToken,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum TunnelEnd {
+    Closed,
+    Idle,
+    BackendDead,
+    Shutdown,
+    Error,
+}
+
+pub async fn run(mut t: Tunnel) -> TunnelEnd {
+    let backend = t.lease.backend().clone();
+    let mut dead = backend.dead_watch();
+    if !t.from_client.is_empty() {
+        backend.metrics.bytes_to_backend.inc_by(t.from_client.len() as u64);
+        if t.backend.write_all(&t.from_client).await.is_err() {
+            return TunnelEnd::Error;
+        }
+    }
+    if !t.from_backend.is_empty() {
+        backend.metrics.bytes_to_client.inc_by(t.from_backend.len() as u64);
+        if t.client.write_all(&t.from_backend).await.is_err() {
+            return TunnelEnd::Error;
+        }
+    }
+    t.from_client = Bytes::new();
+    t.from_backend = Bytes::new();
+    let end = match (&t.client, &t.backend) {
+        (Stream::Plain(c), Stream::Plain(b)) => {
+            tokio::select! {
+                end = splice_tcp(c, b, t.idle, &t.lease) => end,
+                _ = dead.changed() => TunnelEnd::BackendDead,
+                _ = t.close.cancelled() => TunnelEnd::Shutdown,
+            }
+        }
+        _ => {
+            let idle = t.idle;
+            tokio::select! {
+                end = copy_generic(&mut t.client, &mut t.backend, idle, &t.lease) => end,
+                _ = dead.changed() => TunnelEnd::BackendDead,
+                _ = t.close.cancelled() => TunnelEnd::Shutdown,
+            }
+        }
+    };
+    let _ = t.client.shutdown().await;
+    end
+}
+
+enum Flow {
+    Open,
+    Eof,
+}
+
+/// Moves what `src` has ready into `dst`; parks what `dst` cannot take now in `pending`.
+fn pump(src: &TcpStream, dst: &TcpStream, pending: &mut Option<Vec<u8>>, moved: &prometheus::IntCounter) -> io::Result<Flow> {
+    SCRATCH_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        loop {
+            let n = match src.try_read(&mut buf) {
+                Ok(0) => return Ok(Flow::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Open),
+                Err(e) => return Err(e),
+            };
+            moved.inc_by(n as u64);
+            let mut written = 0;
+            while written < n {
+                match dst.try_write(&buf[written..n]) {
+                    Ok(w) => written += w,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        *pending = Some(buf[written..n].to_vec());
+                        return Ok(Flow::Open);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    })
+}
+
+/// Writes parked bytes; `true` when all are out.
+fn drain(dst: &TcpStream, pending: &mut Option<Vec<u8>>) -> io::Result<bool> {
+    let Some(data) = pending.as_mut() else {
+        return Ok(true);
+    };
+    loop {
+        match dst.try_write(data) {
+            Ok(w) if w == data.len() => {
+                *pending = None;
+                return Ok(true);
+            }
+            Ok(w) => {
+                data.drain(..w);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn shutdown_write(s: &TcpStream) {
+    // SAFETY: shutdown(2) on a socket fd we own; it only half-closes the write side.
+    unsafe {
+        libc::shutdown(s.as_raw_fd(), libc::SHUT_WR);
+    }
+}
+
+async fn splice_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration, lease: &TunnelLease) -> TunnelEnd {
+    let m = &lease.backend().metrics;
+    let (mut to_backend, mut to_client): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let (mut client_eof, mut backend_eof) = (false, false);
+    let mut last_activity = Instant::now();
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    loop {
+        let step: io::Result<()> = tokio::select! {
+            r = client.readable(), if to_backend.is_none() && !client_eof => r.and_then(|_| {
+                if let Flow::Eof = pump(client, backend, &mut to_backend, &m.bytes_to_backend)? {
+                    client_eof = true;
+                    if to_backend.is_none() { shutdown_write(backend); }
+                }
+                Ok(())
+            }),
+            r = backend.readable(), if to_client.is_none() && !backend_eof => r.and_then(|_| {
+                if let Flow::Eof = pump(backend, client, &mut to_client, &m.bytes_to_client)? {
+                    backend_eof = true;
+                    if to_client.is_none() { shutdown_write(client); }
+                }
+                Ok(())
+            }),
+            r = backend.writable(), if to_backend.is_some() => r.and_then(|_| {
+                if drain(backend, &mut to_backend)? && client_eof { shutdown_write(backend); }
+                Ok(())
+            }),
+            r = client.writable(), if to_client.is_some() => r.and_then(|_| {
+                if drain(client, &mut to_client)? && backend_eof { shutdown_write(client); }
+                Ok(())
+            }),
+            _ = &mut timer => {
+                if last_activity.elapsed() >= idle {
+                    return TunnelEnd::Idle;
+                }
+                timer.as_mut().reset(last_activity + idle);
+                continue;
+            }
+        };
+        if step.is_err() {
+            return TunnelEnd::Error;
+        }
+        last_activity = Instant::now();
+        if client_eof && backend_eof && to_backend.is_none() && to_client.is_none() {
+            return TunnelEnd::Closed;
+        }
+    }
+}
+
+async fn copy_generic(client: &mut ClientStream, backend: &mut BackendStream, idle: Duration, lease: &TunnelLease) -> TunnelEnd {
+    let m = &lease.backend().metrics;
+    let mut cbuf = vec![0u8; 8192];
+    let mut bbuf = vec![0u8; 8192];
+    use tokio::io::AsyncReadExt;
+    loop {
+        let step = tokio::time::timeout(idle, async {
+            tokio::select! {
+                r = client.read(&mut cbuf) => match r {
+                    Ok(0) | Err(_) => Err(TunnelEnd::Closed),
+                    Ok(n) => {
+                        m.bytes_to_backend.inc_by(n as u64);
+                        backend.write_all(&cbuf[..n]).await.map_err(|_| TunnelEnd::Error)
+                    }
+                },
+                r = backend.read(&mut bbuf) => match r {
+                    Ok(0) | Err(_) => Err(TunnelEnd::Closed),
+                    Ok(n) => {
+                        m.bytes_to_client.inc_by(n as u64);
+                        client.write_all(&bbuf[..n]).await.map_err(|_| TunnelEnd::Error)
+                    }
+                },
+            }
+        })
+        .await;
+        match step {
+            Err(_) => return TunnelEnd::Idle,
+            Ok(Err(end)) => return end,
+            Ok(Ok(())) => {}
+        }
+    }
+}

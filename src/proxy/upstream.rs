@@ -1,0 +1,124 @@
+//! Connections to backends: connect (plain or TLS) with a timeout, and a small per-backend pool
+//! of idle keep-alive connections. A connection is only reused when it is provably clean.
+
+use super::stream::{BackendStream, Stream};
+use crate::balance::registry::BackendTarget;
+use bytes::BytesMut;
+use rustls::pki_types::ServerName;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Idle connections kept per backend; more are closed when returned.
+const MAX_IDLE_PER_BACKEND: usize = 256;
+/// Idle connections older than this are closed rather than reused (QPS keeps 5 min).
+const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+
+pub struct BackendConn {
+    pub io: BackendStream,
+    pub buf: BytesMut,
+    idle_since: Instant,
+    /// Came from the pool (a failure before any answer may just mean the backend closed it).
+    pub reused: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {0} timed out")]
+    Timeout(String),
+    #[error("connect to {0} failed: {1}")]
+    Io(String, std::io::Error),
+    #[error("TLS to {0} failed: {1}")]
+    Tls(String, std::io::Error),
+}
+
+pub async fn connect(
+    target: &BackendTarget,
+    timeout: Duration,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<BackendConn, ConnectError> {
+    let authority = target.url.authority();
+    let work = async {
+        let tcp = TcpStream::connect(&authority)
+            .await
+            .map_err(|e| ConnectError::Io(authority.clone(), e))?;
+        let _ = tcp.set_nodelay(true);
+        let io = if target.url.tls {
+            let name = ServerName::try_from(target.url.host.clone())
+                .map_err(|e| ConnectError::Tls(authority.clone(), std::io::Error::other(e)))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| ConnectError::Tls(authority.clone(), e))?;
+            Stream::Tls(Box::new(stream))
+        } else {
+            Stream::Plain(tcp)
+        };
+        Ok(BackendConn {
+            io,
+            buf: BytesMut::new(),
+            idle_since: Instant::now(),
+            reused: false,
+        })
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| ConnectError::Timeout(authority.clone()))?
+}
+
+/// Idle connections of one backend.
+#[derive(Default)]
+pub struct IdlePool {
+    conns: Mutex<Vec<BackendConn>>,
+}
+
+impl IdlePool {
+    /// An idle connection that is still open and silent, if any.
+    pub fn take(&self) -> Option<BackendConn> {
+        loop {
+            let mut conn = self.conns.lock().expect("idle pool lock").pop()?;
+            if conn.idle_since.elapsed() < MAX_IDLE_AGE && is_clean(&conn.io) {
+                conn.reused = true;
+                return Some(conn);
+            }
+        }
+    }
+
+    pub fn put(&self, mut conn: BackendConn) {
+        if !conn.buf.is_empty() {
+            return;
+        }
+        // An idle connection should not pin a large read buffer.
+        conn.buf = BytesMut::new();
+        conn.idle_since = Instant::now();
+        let mut conns = self.conns.lock().expect("idle pool lock");
+        if conns.len() < MAX_IDLE_PER_BACKEND {
+            conns.push(conn);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.conns.lock().expect("idle pool lock").clear();
+    }
+}
+
+/// An idle plain socket is clean when reading would block: not closed by the peer, no stray
+/// bytes. Under TLS, bytes may be a session ticket the backend sent late, so only EOF disqualifies.
+fn is_clean(io: &BackendStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut probe = [0u8; 1];
+    // SAFETY: recv on a valid socket fd into a 1-byte stack buffer; MSG_PEEK leaves the data queued.
+    let n = unsafe {
+        libc::recv(
+            io.tcp().as_raw_fd(),
+            probe.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => false,
+        n if n < 0 => std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock,
+        _ => io.is_tls(),
+    }
+}
