@@ -1,0 +1,84 @@
+//! Shared pieces of the integration tests: test backends (hyper HTTP + tokio-tungstenite
+//! WebSocket echo) on 127.0.0.1:0, an instance started from a config string, and a raw HTTP/1.1
+//! client for byte-level assertions.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod raw;
+
+use qlik_lb::app::Instance;
+use qlik_lb::config::Config;
+use std::future::Future;
+use std::time::Duration;
+
+/// Every test step gets a deadline so a hang fails instead of blocking the suite.
+pub async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .expect("step did not finish in time")
+}
+
+/// Starts an instance from TOML text (paths relative to `dir`).
+pub async fn start(toml: &str) -> Instance {
+    start_in(toml, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await
+}
+
+pub async fn start_in(toml: &str, dir: &std::path::Path) -> Instance {
+    let cfg = Config::parse(toml, dir).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
+    Instance::start(cfg).await.expect("instance starts")
+}
+
+/// A front door over the given backends: `[(id, "127.0.0.1:port")]`, plus extra `[[pool]]` keys.
+pub fn frontdoor_config(backends: &[(&str, String)], pool_extra: &str, frontend_extra: &str) -> String {
+    let mut s = format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+shutdown_grace = "2s"
+
+[[frontend]]
+name = "public"
+listen = "127.0.0.1:0"
+pool = "proxies"
+{frontend_extra}
+
+[[pool]]
+name = "proxies"
+balance = "round-robin"
+connect_timeout = "1s"
+response_timeout = "5s"
+{pool_extra}
+"#
+    );
+    for (id, addr) in backends {
+        s.push_str(&format!(
+            "  [[pool.backend]]\n  id = \"{id}\"\n  url = \"http://{addr}\"\n"
+        ));
+    }
+    s
+}
+
+/// Polls `f` until it returns true or the deadline passes.
+pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached in {secs}s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Scrapes the admin `/metrics` and returns the value of one sample line, e.g.
+/// `qlb_sticky_decisions_total{outcome="hit",pool="proxies"}`.
+pub async fn metric(instance: &Instance, sample_prefix: &str) -> f64 {
+    let text = instance.shared.metrics.render();
+    let admin = instance.admin.expect("admin listener");
+    let scraped = raw::get(admin, "/metrics", &[]).await;
+    assert_eq!(scraped.status, 200);
+    let _ = text;
+    let body = String::from_utf8(scraped.body).expect("utf-8 metrics");
+    body.lines()
+        .find(|l| l.starts_with(sample_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map(|v| v.parse().expect("numeric sample"))
+        .unwrap_or(0.0)
+}
