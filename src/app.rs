@@ -41,11 +41,13 @@ pub struct Instance {
 }
 
 async fn bind(what: &str, addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind {
-        what: what.to_string(),
-        addr: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: what.to_string(),
+            addr: addr.to_string(),
+            source,
+        })
 }
 
 impl Instance {
@@ -53,11 +55,21 @@ impl Instance {
         Instance::start_with_metrics(config, Arc::new(Metrics::new())).await
     }
 
-    pub async fn start_with_metrics(config: Config, metrics: Arc<Metrics>) -> Result<Instance, StartError> {
+    pub async fn start_with_metrics(
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Instance, StartError> {
         let shared = Shared::new(metrics);
-        let runtime: SharedRuntime = Arc::new(ArcSwap::from_pointee(Runtime::build(config, &shared)?));
-        shared.metrics.config_reloads_total.with_label_values(&["ok"]);
-        shared.metrics.config_reloads_total.with_label_values(&["error"]);
+        let runtime: SharedRuntime =
+            Arc::new(ArcSwap::from_pointee(Runtime::build(config, &shared)?));
+        shared
+            .metrics
+            .config_reloads_total
+            .with_label_values(&["ok"]);
+        shared
+            .metrics
+            .config_reloads_total
+            .with_label_values(&["error"]);
         shared
             .metrics
             .config_last_reload_success_timestamp_seconds
@@ -70,7 +82,10 @@ impl Instance {
         let mut frontends = Vec::new();
         for fe in &cfg.file.frontend {
             let listener = bind(&format!("frontend {}", fe.name), &fe.listen).await?;
-            frontends.push((fe.name.clone(), listener.local_addr().expect("bound address")));
+            frontends.push((
+                fe.name.clone(),
+                listener.local_addr().expect("bound address"),
+            ));
             tokio::spawn(serve_frontend(listener, fe.name.clone(), ctx.clone()));
         }
         let admin = match &cfg.file.admin {
@@ -105,7 +120,10 @@ impl Instance {
     }
 
     pub fn frontend_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.frontends.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.frontends
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// Stops accepting, lets in-flight requests finish, gives open tunnels the shutdown grace,
@@ -113,9 +131,13 @@ impl Instance {
     pub async fn shutdown(self) {
         self.lifecycle.stop.cancel();
         self.lifecycle.tracker.close();
-        if tokio::time::timeout(self.grace, self.lifecycle.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.lifecycle.tracker.wait())
+            .await
+            .is_err()
+        {
             self.lifecycle.close_tunnels.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.lifecycle.tracker.wait()).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), self.lifecycle.tracker.wait()).await;
         }
         self.background.cancel();
     }

@@ -17,7 +17,12 @@ async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> Reply {
 
 async fn setup(frontend_extra: &str, pool_extra: &str) -> (TestBackend, qlik_lb::app::Instance) {
     let a = TestBackend::start("node1").await;
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string())], pool_extra, frontend_extra)).await;
+    let lb = start(&frontdoor_config(
+        &[("node1", a.addr_string())],
+        pool_extra,
+        frontend_extra,
+    ))
+    .await;
     (a, lb)
 }
 
@@ -33,7 +38,14 @@ async fn malformed_request_line_is_400() {
     assert_eq!(html.status, 400);
     assert!(html.text().contains("<h1>400"), "HTML by default");
     assert_eq!(a.request_count(), 0);
-    assert_eq!(metric(&lb, "qlb_client_errors_total{frontend=\"public\",kind=\"bad_request\"}").await, 2.0);
+    assert_eq!(
+        metric(
+            &lb,
+            "qlb_client_errors_total{frontend=\"public\",kind=\"bad_request\"}"
+        )
+        .await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -41,27 +53,45 @@ async fn seventy_kib_of_headers_is_431() {
     let (a, lb) = setup("", "").await;
     let big = "v".repeat(70 * 1024);
     let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
-    let r = within(10, send_raw(lb.frontend_addr("public").unwrap(), req.as_bytes())).await;
+    let r = within(
+        10,
+        send_raw(lb.frontend_addr("public").unwrap(), req.as_bytes()),
+    )
+    .await;
     assert_eq!(r.status, 431);
     assert_eq!(a.request_count(), 0);
-    assert_eq!(metric(&lb, "qlb_client_errors_total{frontend=\"public\",kind=\"header_too_large\"}").await, 1.0);
+    assert_eq!(
+        metric(
+            &lb,
+            "qlb_client_errors_total{frontend=\"public\",kind=\"header_too_large\"}"
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn a_head_trickled_slower_than_header_timeout_is_408() {
     let (a, lb) = setup("header_timeout = \"400ms\"", "").await;
-    let mut s = TcpStream::connect(lb.frontend_addr("public").unwrap()).await.unwrap();
+    let mut s = TcpStream::connect(lb.frontend_addr("public").unwrap())
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let mut buf = Vec::new();
     let r = within(10, async {
         // One byte at a time, each sent only after the previous write; the proxy must cut it
         // off at the deadline, whatever the trickle rate.
-        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain(std::iter::repeat(&b'a')) {
+        for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .chain(std::iter::repeat(&b'a'))
+        {
             if s.write_all(std::slice::from_ref(b)).await.is_err() {
                 break;
             }
             let mut probe = [0u8; 1];
-            match tokio::time::timeout(std::time::Duration::from_millis(50), s.peek(&mut probe)).await {
+            match tokio::time::timeout(std::time::Duration::from_millis(50), s.peek(&mut probe))
+                .await
+            {
                 Ok(Ok(n)) if n > 0 => break,
                 Ok(_) => break,
                 Err(_) => {}
@@ -73,15 +103,34 @@ async fn a_head_trickled_slower_than_header_timeout_is_408() {
     assert_eq!(r.status, 408);
     assert!(started.elapsed() >= std::time::Duration::from_millis(400));
     assert_eq!(a.request_count(), 0);
-    assert_eq!(metric(&lb, "qlb_client_errors_total{frontend=\"public\",kind=\"header_timeout\"}").await, 1.0);
+    assert_eq!(
+        metric(
+            &lb,
+            "qlb_client_errors_total{frontend=\"public\",kind=\"header_timeout\"}"
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn connection_refused_is_502() {
     // A port that was just free: bind, read the address, close.
-    let free = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let free = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let lb = start(&frontdoor_config(&[("node1", free.to_string())], "", "")).await;
-    let r = within(10, raw::get(lb.frontend_addr("public").unwrap(), "/", &[("Accept", "application/json")])).await;
+    let r = within(
+        10,
+        raw::get(
+            lb.frontend_addr("public").unwrap(),
+            "/",
+            &[("Accept", "application/json")],
+        ),
+    )
+    .await;
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["status"], 502);
     assert_eq!(metric(&lb, "qlb_http_requests_total{backend=\"node1\",code=\"5xx\",frontend=\"public\",pool=\"proxies\"}").await, 1.0);
@@ -90,9 +139,14 @@ async fn connection_refused_is_502() {
 #[tokio::test]
 async fn a_backend_that_never_answers_is_504() {
     let a = TestBackend::start("node1").await;
-    let cfg = frontdoor_config(&[("node1", a.addr_string())], "", "").replace("response_timeout = \"5s\"", "response_timeout = \"300ms\"");
+    let cfg = frontdoor_config(&[("node1", a.addr_string())], "", "")
+        .replace("response_timeout = \"5s\"", "response_timeout = \"300ms\"");
     let lb = start(&cfg).await;
-    let r = within(10, raw::get(lb.frontend_addr("public").unwrap(), "/never", &[])).await;
+    let r = within(
+        10,
+        raw::get(lb.frontend_addr("public").unwrap(), "/never", &[]),
+    )
+    .await;
     assert_eq!(r.status, 504);
     assert_eq!(a.request_count(), 1, "the request did reach the backend");
 }
@@ -138,7 +192,9 @@ async fn a_bad_chunk_size_is_400() {
 #[tokio::test]
 async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let (a, lb) = setup("", "").await;
-    let mut s = TcpStream::connect(lb.frontend_addr("public").unwrap()).await.unwrap();
+    let mut s = TcpStream::connect(lb.frontend_addr("public").unwrap())
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     within(10, async {
         s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nPOST /sink HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /three HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();

@@ -31,19 +31,36 @@ async fn host_origin_cookie_authorization_path_and_query_arrive_byte_for_byte() 
     assert_eq!(echo["path"], target);
     assert_eq!(seen(&echo, "host"), ["QS-Node.Corp.Example:443"]);
     assert_eq!(seen(&echo, "origin"), ["https://QS-Node.Corp.Example"]);
-    assert_eq!(seen(&echo, "cookie"), ["X-Qlik-Session=abc;theme=dark ;  x=\"q v\""]);
+    assert_eq!(
+        seen(&echo, "cookie"),
+        ["X-Qlik-Session=abc;theme=dark ;  x=\"q v\""]
+    );
     assert_eq!(seen(&echo, "authorization"), ["Bearer eyJhbGciOi.J9"]);
     assert_eq!(seen(&echo, "user-agent"), ["Mozilla/5.0 (X11)"]);
     assert_eq!(seen(&echo, "x-forwarded-proto"), ["http"]);
-    assert_eq!(seen(&echo, "x-forwarded-host"), ["QS-Node.Corp.Example:443"]);
+    assert_eq!(
+        seen(&echo, "x-forwarded-host"),
+        ["QS-Node.Corp.Example:443"]
+    );
     assert_eq!(seen(&echo, "x-forwarded-for"), ["127.0.0.1"]);
 }
 
 #[tokio::test]
 async fn x_forwarded_for_is_appended_to_an_existing_value() {
     let (_a, lb) = one_backend().await;
-    let r = within(10, raw::get(lb.frontend_addr("public").unwrap(), "/", &[("X-Forwarded-For", "203.0.113.7, 10.0.0.1")])).await;
-    assert_eq!(seen(&r.json(), "x-forwarded-for"), ["203.0.113.7, 10.0.0.1, 127.0.0.1"]);
+    let r = within(
+        10,
+        raw::get(
+            lb.frontend_addr("public").unwrap(),
+            "/",
+            &[("X-Forwarded-For", "203.0.113.7, 10.0.0.1")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        seen(&r.json(), "x-forwarded-for"),
+        ["203.0.113.7, 10.0.0.1, 127.0.0.1"]
+    );
 }
 
 #[tokio::test]
@@ -55,7 +72,10 @@ async fn reserved_qlik_headers_from_a_client_never_reach_a_backend() {
             lb.frontend_addr("public").unwrap(),
             "/",
             &[
-                ("X-Qlik-User", "UserDirectory=INTERNAL; UserId=sa_repository"),
+                (
+                    "X-Qlik-User",
+                    "UserDirectory=INTERNAL; UserId=sa_repository",
+                ),
                 ("x-qlik-security", "SecureRequest=true"),
                 ("X-Qlik-ProxySession", "x"),
                 ("X-QLIK-PROXYID", "y"),
@@ -65,7 +85,12 @@ async fn reserved_qlik_headers_from_a_client_never_reach_a_backend() {
     )
     .await;
     let echo = r.json();
-    for h in ["x-qlik-user", "x-qlik-security", "x-qlik-proxysession", "x-qlik-proxyid"] {
+    for h in [
+        "x-qlik-user",
+        "x-qlik-security",
+        "x-qlik-proxysession",
+        "x-qlik-proxyid",
+    ] {
         assert!(seen(&echo, h).is_empty(), "{h} was forwarded");
     }
     assert_eq!(seen(&echo, "x-other"), ["kept"]);
@@ -75,7 +100,15 @@ async fn reserved_qlik_headers_from_a_client_never_reach_a_backend() {
 async fn our_cookie_is_not_forwarded() {
     let (_a, lb) = one_backend().await;
     let addr = lb.frontend_addr("public").unwrap();
-    let r = within(10, raw::get(addr, "/", &[("Cookie", "a=1; QLB_ROUTE=node1; X-Qlik-Session=s")])).await;
+    let r = within(
+        10,
+        raw::get(
+            addr,
+            "/",
+            &[("Cookie", "a=1; QLB_ROUTE=node1; X-Qlik-Session=s")],
+        ),
+    )
+    .await;
     assert_eq!(seen(&r.json(), "cookie"), ["a=1; X-Qlik-Session=s"]);
     let only = within(10, raw::get(addr, "/", &[("Cookie", "QLB_ROUTE=node1")])).await;
     assert!(seen(&only.json(), "cookie").is_empty());
@@ -104,7 +137,9 @@ async fn a_100_mb_upload_and_download_stream_with_bounded_memory() {
     within(120, async {
         // Upload: chunked body, streamed from a fixed buffer.
         let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n").await.unwrap();
+        s.write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n\r\n")
+            .await
+            .unwrap();
         let block = vec![b'u'; 256 * 1024];
         let mut sent = 0u64;
         while sent < HUNDRED_MB {
@@ -116,7 +151,11 @@ async fn a_100_mb_upload_and_download_stream_with_bounded_memory() {
         let r = raw::read_reply(&mut s, &mut buf).await;
         assert_eq!(r.json()["bytes"], HUNDRED_MB);
         // Download: read it in pieces, never holding the whole body.
-        s.write_all(format!("GET /source?bytes={HUNDRED_MB} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        s.write_all(
+            format!("GET /source?bytes={HUNDRED_MB} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut head = Vec::new();
         let mut chunk = vec![0u8; 256 * 1024];
         let mut body_bytes = 0u64;
@@ -142,5 +181,8 @@ async fn a_100_mb_upload_and_download_stream_with_bounded_memory() {
     })
     .await;
     let growth = peak.saturating_sub(before);
-    assert!(growth < MAX_GROWTH_KIB, "memory grew by {growth} KiB while streaming 200 MB");
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "memory grew by {growth} KiB while streaming 200 MB"
+    );
 }

@@ -15,15 +15,28 @@ use tokio_tungstenite::tungstenite::Message;
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn open_ws(addr: std::net::SocketAddr, cookie: Option<&str>) -> (Ws, String) {
-    let mut req = format!("ws://{addr}/app/3f1c9a54-7b0e-4f8e-9a43-6f1f0a2f0c11?reloadUri=x").into_client_request().unwrap();
+    let mut req = format!("ws://{addr}/app/3f1c9a54-7b0e-4f8e-9a43-6f1f0a2f0c11?reloadUri=x")
+        .into_client_request()
+        .unwrap();
     if let Some(c) = cookie {
         req.headers_mut().insert("cookie", c.parse().unwrap());
     }
-    req.headers_mut().insert("origin", "http://qs.example".parse().unwrap());
+    req.headers_mut()
+        .insert("origin", "http://qs.example".parse().unwrap());
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let cfg = WebSocketConfig::default().max_message_size(Some(32 << 20)).max_frame_size(Some(32 << 20));
-    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg)).await.expect("upgrade through the proxy");
-    let node = resp.headers().get("x-backend").expect("x-backend on the 101").to_str().unwrap().to_string();
+    let cfg = WebSocketConfig::default()
+        .max_message_size(Some(32 << 20))
+        .max_frame_size(Some(32 << 20));
+    let (ws, resp) = tokio_tungstenite::client_async_with_config(req, tcp, Some(cfg))
+        .await
+        .expect("upgrade through the proxy");
+    let node = resp
+        .headers()
+        .get("x-backend")
+        .expect("x-backend on the 101")
+        .to_str()
+        .unwrap()
+        .to_string();
     (ws, node)
 }
 
@@ -49,8 +62,16 @@ fn sizes() -> impl Iterator<Item = usize> {
 
 #[tokio::test]
 async fn upgrade_with_the_cookie_lands_on_the_pinned_backend_and_echoes_1000_messages() {
-    let (a, b) = (TestBackend::start("node1").await, TestBackend::start("node2").await);
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string()), ("node2", b.addr_string())], "", "")).await;
+    let (a, b) = (
+        TestBackend::start("node1").await,
+        TestBackend::start("node2").await,
+    );
+    let lb = start(&frontdoor_config(
+        &[("node1", a.addr_string()), ("node2", b.addr_string())],
+        "",
+        "",
+    ))
+    .await;
     let addr = lb.frontend_addr("public").unwrap();
     within(120, async {
         let first = raw::get(addr, "/hub", &[]).await;
@@ -64,7 +85,12 @@ async fn upgrade_with_the_cookie_lands_on_the_pinned_backend_and_echoes_1000_mes
             let msg = if i % 2 == 0 {
                 Message::binary(payload.clone())
             } else {
-                Message::text(String::from_utf8_lossy(&payload.iter().map(|b| b'a' + b % 26).collect::<Vec<_>>()).into_owned())
+                Message::text(
+                    String::from_utf8_lossy(
+                        &payload.iter().map(|b| b'a' + b % 26).collect::<Vec<_>>(),
+                    )
+                    .into_owned(),
+                )
             };
             ws.send(msg.clone()).await.unwrap();
             let back = ws.next().await.expect("echo").unwrap();
@@ -90,14 +116,25 @@ async fn a_websocket_without_cookie_is_pinned_by_the_101() {
     let mut buf = Vec::new();
     let r = within(10, raw::exchange(&mut s, &mut buf, req.as_bytes())).await;
     assert_eq!(r.status, 101);
-    assert_eq!(r.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        r.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     assert_eq!(r.route_cookie().as_deref(), Some("node1"));
 }
 
 #[tokio::test]
 async fn tunnels_to_a_killed_backend_are_closed() {
-    let (a, b) = (TestBackend::start("node1").await, TestBackend::start("node2").await);
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string()), ("node2", b.addr_string())], "", "")).await;
+    let (a, b) = (
+        TestBackend::start("node1").await,
+        TestBackend::start("node2").await,
+    );
+    let lb = start(&frontdoor_config(
+        &[("node1", a.addr_string()), ("node2", b.addr_string())],
+        "",
+        "",
+    ))
+    .await;
     let addr = lb.frontend_addr("public").unwrap();
     within(10, async {
         let (mut on_a, node) = open_ws(addr, Some("QLB_ROUTE=node1")).await;
@@ -113,7 +150,10 @@ async fn tunnels_to_a_killed_backend_are_closed() {
             }
         }
         on_b.send(Message::text("still here")).await.unwrap();
-        assert_eq!(on_b.next().await.unwrap().unwrap(), Message::text("still here"));
+        assert_eq!(
+            on_b.next().await.unwrap().unwrap(),
+            Message::text("still here")
+        );
     })
     .await;
     let node1 = lb.shared.registry.get("proxies", "node1").unwrap();
@@ -127,7 +167,11 @@ async fn tunnels_end_when_the_backend_is_marked_down() {
     let addr = lb.frontend_addr("public").unwrap();
     within(10, async {
         let (mut ws, _) = open_ws(addr, None).await;
-        lb.shared.registry.get("proxies", "node1").unwrap().set_up(false);
+        lb.shared
+            .registry
+            .get("proxies", "node1")
+            .unwrap()
+            .set_up(false);
         loop {
             match ws.next().await {
                 None | Some(Err(_)) => break,

@@ -29,7 +29,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<AdminCtx>, stop: Cancellation
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -59,6 +60,9 @@ async fn handle(req: Request<Incoming>, ctx: &AdminCtx) -> Response<Full<Bytes>>
             "text/plain; version=0.0.4",
             ctx.shared.metrics.render(),
         ),
-        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({"error": "no such route"})),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no such route"}),
+        ),
     }
 }

@@ -30,7 +30,8 @@ pub async fn read_response_head(
     loop {
         if let Some(end) = head_end(&up.buf, scanned) {
             let raw = up.buf.split_to(end).freeze();
-            return parse_response(raw, request_was_head).map_err(|e| ResponseHeadError::Malformed(e.reason()));
+            return parse_response(raw, request_was_head)
+                .map_err(|e| ResponseHeadError::Malformed(e.reason()));
         }
         if up.buf.len() > MAX_RESPONSE_HEAD {
             return Err(ResponseHeadError::Malformed("response head too large"));
@@ -40,7 +41,12 @@ pub async fn read_response_head(
         match tokio::time::timeout_at(deadline, up.io.read_buf(&mut up.buf)).await {
             Err(_) => return Err(ResponseHeadError::Timeout),
             Ok(Ok(0)) => return Err(ResponseHeadError::Closed),
-            Ok(Err(e)) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
                 return Err(ResponseHeadError::Closed)
             }
             Ok(Err(e)) => return Err(ResponseHeadError::Io(e)),

@@ -26,13 +26,23 @@ pub enum BodyError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    Size { value: u64, digits: u8, in_ext: bool },
-    SizeLf { value: u64 },
+    Size {
+        value: u64,
+        digits: u8,
+        in_ext: bool,
+    },
+    SizeLf {
+        value: u64,
+    },
     Data(u64),
     DataCr,
     DataLf,
-    Trailer { empty_line: bool },
-    TrailerLf { empty_line: bool },
+    Trailer {
+        empty_line: bool,
+    },
+    TrailerLf {
+        empty_line: bool,
+    },
     Done,
 }
 
@@ -66,25 +76,45 @@ impl ChunkedScanner {
                 let take = (n as usize).min(bytes.len() - i);
                 i += take;
                 let left = n - take as u64;
-                self.0 = if left == 0 { Chunk::DataCr } else { Chunk::Data(left) };
+                self.0 = if left == 0 {
+                    Chunk::DataCr
+                } else {
+                    Chunk::Data(left)
+                };
                 continue;
             }
             let b = bytes[i];
             self.0 = match self.0 {
                 Chunk::Done => return Ok(i),
                 Chunk::Data(_) => unreachable!("handled above"),
-                Chunk::Size { value, digits, in_ext } => match b {
+                Chunk::Size {
+                    value,
+                    digits,
+                    in_ext,
+                } => match b {
                     _ if !in_ext && b.is_ascii_hexdigit() => {
                         if digits >= 15 {
                             return Err(BodyError::BadChunk("chunk size too large"));
                         }
                         let d = (b as char).to_digit(16).expect("hex digit") as u64;
-                        Chunk::Size { value: value * 16 + d, digits: digits + 1, in_ext }
+                        Chunk::Size {
+                            value: value * 16 + d,
+                            digits: digits + 1,
+                            in_ext,
+                        }
                     }
                     b'\r' if digits > 0 => Chunk::SizeLf { value },
                     // Extensions and whitespace after the size are allowed and passed on as sent.
-                    b';' | b' ' | b'\t' if digits > 0 => Chunk::Size { value, digits, in_ext: true },
-                    _ if in_ext && b != b'\n' => Chunk::Size { value, digits, in_ext },
+                    b';' | b' ' | b'\t' if digits > 0 => Chunk::Size {
+                        value,
+                        digits,
+                        in_ext: true,
+                    },
+                    _ if in_ext && b != b'\n' => Chunk::Size {
+                        value,
+                        digits,
+                        in_ext,
+                    },
                     _ => return Err(BodyError::BadChunk("bad chunk size line")),
                 },
                 Chunk::SizeLf { value } => match (b, value) {
@@ -142,7 +172,9 @@ where
                 (None, None) => buf.len(),
             };
             if take > 0 {
-                dst.write_all(&buf[..take]).await.map_err(BodyError::Write)?;
+                dst.write_all(&buf[..take])
+                    .await
+                    .map_err(BodyError::Write)?;
                 buf.advance(take);
                 copied += take as u64;
                 if let Some(n) = &mut remaining {
@@ -212,7 +244,13 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused() {
-        for bad in [&b"zz\r\n"[..], b"\r\n", b"-1\r\n", b"1234567890abcdef0\r\n", b"5\nhello"] {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"-1\r\n",
+            b"1234567890abcdef0\r\n",
+            b"5\nhello",
+        ] {
             assert!(scan_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(scan_all(b"3\r\nabcX").is_err(), "data longer than its size");
@@ -227,9 +265,15 @@ mod tests {
             a
         });
         let mut out = Vec::new();
-        let n = copy_body(&mut b, &mut buf, &mut out, Framing::Length(11), Duration::from_secs(5))
-            .await
-            .unwrap();
+        let n = copy_body(
+            &mut b,
+            &mut buf,
+            &mut out,
+            Framing::Length(11),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         let _a = writer.await.unwrap();
         assert_eq!(n, 11);
         assert_eq!(out, b"hello world");

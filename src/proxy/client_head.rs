@@ -72,7 +72,12 @@ pub async fn read_request_head(
         scanned = buf.len();
         buf.reserve(4096);
         match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-            Err(_) => return HeadRead::Refused(ProxyError::HeaderTimeout, "request head not complete in time"),
+            Err(_) => {
+                return HeadRead::Refused(
+                    ProxyError::HeaderTimeout,
+                    "request head not complete in time",
+                )
+            }
             Ok(Ok(0)) | Ok(Err(_)) => return HeadRead::Closed,
             Ok(Ok(_)) => {}
         }

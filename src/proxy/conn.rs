@@ -6,7 +6,9 @@ use super::body::{copy_body, BodyError};
 use super::client_head::{read_request_head, HeadLimits, HeadRead};
 use super::head::{Framing, Head};
 use super::respond::{error_response, request_id, ProxyError};
-use super::rewrite::{client_response, is_qlik_session_cookie, response_set_cookies, upstream_request, RequestRewrite};
+use super::rewrite::{
+    client_response, is_qlik_session_cookie, response_set_cookies, upstream_request, RequestRewrite,
+};
 use super::route::{pin_cookie, route, Outcome, Route};
 use super::stream::ClientStream;
 use super::tunnel::{self, Tunnel};
@@ -37,7 +39,13 @@ enum Next {
     Tunnel(Box<Tunnel>),
 }
 
-pub async fn serve(io: ClientStream, peer: SocketAddr, accepted: Instant, fe: Arc<FrontendRuntime>, ctx: Arc<ProxyCtx>) {
+pub async fn serve(
+    io: ClientStream,
+    peer: SocketAddr,
+    accepted: Instant,
+    fe: Arc<FrontendRuntime>,
+    ctx: Arc<ProxyCtx>,
+) {
     let tls = io.is_tls();
     let mut conn = ClientConn {
         io,
@@ -53,7 +61,15 @@ pub async fn serve(io: ClientStream, peer: SocketAddr, accepted: Instant, fe: Ar
     };
     let mut first = Some(accepted);
     loop {
-        let head = match read_request_head(&mut conn.io, &mut conn.buf, &limits, first.take(), &ctx.lifecycle.stop).await {
+        let head = match read_request_head(
+            &mut conn.io,
+            &mut conn.buf,
+            &limits,
+            first.take(),
+            &ctx.lifecycle.stop,
+        )
+        .await
+        {
             HeadRead::Head(h) => h,
             HeadRead::Closed => break,
             HeadRead::Refused(err, why) => {
@@ -62,14 +78,25 @@ pub async fn serve(io: ClientStream, peer: SocketAddr, accepted: Instant, fe: Ar
                     ProxyError::HeaderTimeout => "header_timeout",
                     _ => "bad_request",
                 };
-                ctx.shared.metrics.client_errors_total.with_label_values(&[&fe.cfg.name, kind]).inc();
+                ctx.shared
+                    .metrics
+                    .client_errors_total
+                    .with_label_values(&[&fe.cfg.name, kind])
+                    .inc();
                 refuse(&mut conn, &fe, None, err, why).await;
                 break;
             }
         };
         let pool = ctx.runtime.load().pools.get(&fe.cfg.pool).cloned();
         let Some(pool) = pool else {
-            refuse(&mut conn, &fe, Some(&head), ProxyError::NoBackend, "the frontend's pool is gone").await;
+            refuse(
+                &mut conn,
+                &fe,
+                Some(&head),
+                ProxyError::NoBackend,
+                "the frontend's pool is gone",
+            )
+            .await;
             break;
         };
         match exchange(conn, head, &fe, &pool, &ctx).await {
@@ -95,22 +122,36 @@ pub async fn serve(io: ClientStream, peer: SocketAddr, accepted: Instant, fe: Ar
     let _ = conn.io.shutdown().await;
 }
 
-async fn refuse(conn: &mut ClientConn, fe: &FrontendRuntime, head: Option<&Head>, err: ProxyError, why: &str) {
+async fn refuse(
+    conn: &mut ClientConn,
+    fe: &FrontendRuntime,
+    head: Option<&Head>,
+    err: ProxyError,
+    why: &str,
+) {
     let id = request_id();
     let (code, _) = err.status();
     warn!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, status = code, "{why}");
-    let _ = conn.io.write_all(&error_response(err, head, &id, false)).await;
+    let _ = conn
+        .io
+        .write_all(&error_response(err, head, &id, false))
+        .await;
     let _ = conn.io.flush().await;
 }
 
 fn is_idempotent(head: &Head) -> bool {
-    matches!(head.method(), b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE") && head.framing == Framing::Empty
+    matches!(
+        head.method(),
+        b"GET" | b"HEAD" | b"OPTIONS" | b"PUT" | b"DELETE" | b"TRACE"
+    ) && head.framing == Framing::Empty
 }
 
 fn is_windows_auth(head: &Head) -> bool {
     head.first("authorization").is_some_and(|v| {
         let v = super::head::trim(v);
-        v.len() >= 5 && (v[..5].eq_ignore_ascii_case(b"NTLM ") || v.len() >= 10 && v[..10].eq_ignore_ascii_case(b"Negotiate "))
+        v.len() >= 5
+            && (v[..5].eq_ignore_ascii_case(b"NTLM ")
+                || v.len() >= 10 && v[..10].eq_ignore_ascii_case(b"Negotiate "))
     })
 }
 
@@ -122,20 +163,55 @@ fn count(ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, backend: &str, statu
         .inc();
 }
 
-async fn fail(mut conn: ClientConn, ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, head: &Head, backend: &str, err: ProxyError, why: &str) -> Next {
-    count(ctx, fe, pool, backend, err.status().0);
-    refuse(&mut conn, fe, Some(head), err, why).await;
+/// What an error answer needs to know about the request it refuses.
+struct Scope<'a> {
+    ctx: &'a ProxyCtx,
+    fe: &'a FrontendRuntime,
+    pool: &'a Pool,
+    head: &'a Head,
+}
+
+async fn fail(
+    mut conn: ClientConn,
+    scope: &Scope<'_>,
+    backend: &str,
+    err: ProxyError,
+    why: &str,
+) -> Next {
+    count(scope.ctx, scope.fe, scope.pool, backend, err.status().0);
+    refuse(&mut conn, scope.fe, Some(scope.head), err, why).await;
     Next::Close(conn)
 }
 
-async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: &Arc<Pool>, ctx: &ProxyCtx) -> Next {
+async fn exchange(
+    mut conn: ClientConn,
+    head: Head,
+    fe: &FrontendRuntime,
+    pool: &Arc<Pool>,
+    ctx: &ProxyCtx,
+) -> Next {
     let started = Instant::now();
     let m = &ctx.shared.metrics;
+    let scope = Scope {
+        ctx,
+        fe,
+        pool,
+        head: &head,
+    };
     let Some(mut chosen) = route(pool, &head, None) else {
-        return fail(conn, ctx, fe, pool, &head, "none", ProxyError::NoBackend, "no backend can take new users").await;
+        return fail(
+            conn,
+            &scope,
+            "none",
+            ProxyError::NoBackend,
+            "no backend can take new users",
+        )
+        .await;
     };
     if chosen.invalid_cookie {
-        m.sticky_decisions_total.with_label_values(&[&pool.name, "invalid"]).inc();
+        m.sticky_decisions_total
+            .with_label_values(&[&pool.name, "invalid"])
+            .inc();
     }
     if chosen.all_down {
         warn!(pool = %pool.name, backend = %chosen.backend.id, "every backend is down; trying anyway");
@@ -154,7 +230,14 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
         };
         let attempt = match bound.or_else(|| b.idle.take()) {
             Some(c) => Ok(c),
-            None => connect(&b.target(), pool.cfg.connect_timeout.get(), &ctx.backend_tls).await,
+            None => {
+                connect(
+                    &b.target(),
+                    pool.cfg.connect_timeout.get(),
+                    &ctx.backend_tls,
+                )
+                .await
+            }
         };
         match attempt {
             Ok(c) => {
@@ -166,18 +249,34 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
             Err(e) => {
                 warn!(pool = %pool.name, backend = %b.id, error = %e, "backend connect failed; ejecting");
                 b.eject();
-                let moved = (!retried && idempotent).then(|| route(pool, &head, Some(&b))).flatten();
+                let moved = (!retried && idempotent)
+                    .then(|| route(pool, &head, Some(&b)))
+                    .flatten();
                 match moved {
                     Some(r) => {
                         retried = true;
-                        chosen = Route { outcome: Outcome::Reassigned, ..r };
+                        chosen = Route {
+                            outcome: Outcome::Reassigned,
+                            ..r
+                        };
                     }
-                    None => return fail(conn, ctx, fe, pool, &head, &b.id, ProxyError::BadGateway, "backend refused the connection").await,
+                    None => {
+                        return fail(
+                            conn,
+                            &scope,
+                            &b.id,
+                            ProxyError::BadGateway,
+                            "backend refused the connection",
+                        )
+                        .await
+                    }
                 }
             }
         }
     };
-    m.sticky_decisions_total.with_label_values(&[&pool.name, chosen.outcome.label()]).inc();
+    m.sticky_decisions_total
+        .with_label_values(&[&pool.name, chosen.outcome.label()])
+        .inc();
     let lease = backend.inflight_lease();
     let mut out = BytesMut::new();
     upstream_request(
@@ -191,16 +290,27 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
         &mut out,
     );
     let response_timeout = pool.cfg.response_timeout.get();
-    let expect_continue = head.framing != Framing::Empty && head.has_token("expect", "100-continue");
+    let expect_continue =
+        head.framing != Framing::Empty && head.has_token("expect", "100-continue");
     let mut body_sent = head.framing == Framing::Empty;
     let mut fresh_retry_done = false;
     let resp = loop {
-        let sent = if out.is_empty() { Ok(()) } else { up.io.write_all(&out).await };
+        let sent = if out.is_empty() {
+            Ok(())
+        } else {
+            up.io.write_all(&out).await
+        };
         if let Err(e) = sent {
             if up.reused && idempotent && !fresh_retry_done {
                 // An idle connection the backend closed as we picked it: use a fresh one.
                 fresh_retry_done = true;
-                match connect(&backend.target(), pool.cfg.connect_timeout.get(), &ctx.backend_tls).await {
+                match connect(
+                    &backend.target(),
+                    pool.cfg.connect_timeout.get(),
+                    &ctx.backend_tls,
+                )
+                .await
+                {
                     Ok(c) => {
                         up = c;
                         continue;
@@ -208,17 +318,41 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
                     Err(_) => backend.eject(),
                 }
             }
-            return fail(conn, ctx, fe, pool, &head, &backend.id, ProxyError::BadGateway, &format!("sending to backend failed: {e}")).await;
+            return fail(
+                conn,
+                &scope,
+                &backend.id,
+                ProxyError::BadGateway,
+                &format!("sending to backend failed: {e}"),
+            )
+            .await;
         }
         if !body_sent && !expect_continue {
-            match copy_body(&mut conn.io, &mut conn.buf, &mut up.io, head.framing, fe.cfg.keepalive_timeout.get()).await {
+            match copy_body(
+                &mut conn.io,
+                &mut conn.buf,
+                &mut up.io,
+                head.framing,
+                fe.cfg.keepalive_timeout.get(),
+            )
+            .await
+            {
                 Ok(_) => body_sent = true,
                 Err(BodyError::BadChunk(why)) => {
-                    m.client_errors_total.with_label_values(&[&fe.cfg.name, "bad_request"]).inc();
-                    return fail(conn, ctx, fe, pool, &head, &backend.id, ProxyError::BadRequest, why).await;
+                    m.client_errors_total
+                        .with_label_values(&[&fe.cfg.name, "bad_request"])
+                        .inc();
+                    return fail(conn, &scope, &backend.id, ProxyError::BadRequest, why).await;
                 }
                 Err(BodyError::Write(e)) => {
-                    return fail(conn, ctx, fe, pool, &head, &backend.id, ProxyError::BadGateway, &format!("backend stopped reading the body: {e}")).await;
+                    return fail(
+                        conn,
+                        &scope,
+                        &backend.id,
+                        ProxyError::BadGateway,
+                        &format!("backend stopped reading the body: {e}"),
+                    )
+                    .await;
                 }
                 Err(e) => {
                     debug!(error = %e, "client body ended early");
@@ -231,7 +365,15 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
                 if conn.io.write_all(&r.raw).await.is_err() {
                     return Next::Close(conn);
                 }
-                match copy_body(&mut conn.io, &mut conn.buf, &mut up.io, head.framing, fe.cfg.keepalive_timeout.get()).await {
+                match copy_body(
+                    &mut conn.io,
+                    &mut conn.buf,
+                    &mut up.io,
+                    head.framing,
+                    fe.cfg.keepalive_timeout.get(),
+                )
+                .await
+                {
                     Ok(_) => body_sent = true,
                     Err(_) => return Next::Close(conn),
                 }
@@ -249,18 +391,38 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
             }
             Ok(r) => break r,
             Err(ResponseHeadError::Timeout) => {
-                return fail(conn, ctx, fe, pool, &head, &backend.id, ProxyError::GatewayTimeout, "backend sent no response headers in time").await;
+                return fail(
+                    conn,
+                    &scope,
+                    &backend.id,
+                    ProxyError::GatewayTimeout,
+                    "backend sent no response headers in time",
+                )
+                .await;
             }
             Err(ResponseHeadError::Closed) if up.reused && idempotent && !fresh_retry_done => {
                 fresh_retry_done = true;
-                match connect(&backend.target(), pool.cfg.connect_timeout.get(), &ctx.backend_tls).await {
+                match connect(
+                    &backend.target(),
+                    pool.cfg.connect_timeout.get(),
+                    &ctx.backend_tls,
+                )
+                .await
+                {
                     Ok(c) => {
                         up = c;
                         continue;
                     }
                     Err(_) => {
                         backend.eject();
-                        return fail(conn, ctx, fe, pool, &head, &backend.id, ProxyError::BadGateway, "backend closed the connection").await;
+                        return fail(
+                            conn,
+                            &scope,
+                            &backend.id,
+                            ProxyError::BadGateway,
+                            "backend closed the connection",
+                        )
+                        .await;
                     }
                 }
             }
@@ -268,11 +430,21 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
                 if matches!(e, ResponseHeadError::Closed) {
                     backend.eject();
                 }
-                return fail(conn, ctx, fe, pool, &head, &backend.id, ProxyError::BadGateway, &e.to_string()).await;
+                return fail(
+                    conn,
+                    &scope,
+                    &backend.id,
+                    ProxyError::BadGateway,
+                    &e.to_string(),
+                )
+                .await;
             }
         }
     };
-    backend.metrics.duration.observe(started.elapsed().as_secs_f64());
+    backend
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
     count(ctx, fe, pool, &backend.id, resp.status);
     if pool.cfg.sticky.learn_qlik_session {
         for (name, value) in response_set_cookies(&resp) {
@@ -283,7 +455,9 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
             }
         }
     }
-    let set_cookie = chosen.sets_cookie().then(|| pin_cookie(pool, &backend, conn.tls));
+    let set_cookie = chosen
+        .sets_cookie()
+        .then(|| pin_cookie(pool, &backend, conn.tls));
     let mut head_out = BytesMut::new();
     if resp.status == 101 {
         client_response(&resp, set_cookie.as_deref(), false, &mut head_out);
@@ -302,12 +476,23 @@ async fn exchange(mut conn: ClientConn, head: Head, fe: &FrontendRuntime, pool: 
             close: ctx.lifecycle.close_tunnels.child_token(),
         }));
     }
-    let close_client = head.close || !body_sent || resp.framing == Framing::UntilClose || ctx.lifecycle.stop.is_cancelled();
+    let close_client = head.close
+        || !body_sent
+        || resp.framing == Framing::UntilClose
+        || ctx.lifecycle.stop.is_cancelled();
     client_response(&resp, set_cookie.as_deref(), close_client, &mut head_out);
     if conn.io.write_all(&head_out).await.is_err() {
         return Next::Close(conn);
     }
-    match copy_body(&mut up.io, &mut up.buf, &mut conn.io, resp.framing, response_timeout).await {
+    match copy_body(
+        &mut up.io,
+        &mut up.buf,
+        &mut conn.io,
+        resp.framing,
+        response_timeout,
+    )
+    .await
+    {
         Ok(_) => {}
         Err(BodyError::Write(_)) => return Next::Close(conn),
         Err(e) => {

@@ -187,7 +187,9 @@ fn body_framing(head: &Head) -> Result<Option<Framing>, HeadError> {
             "Transfer-Encoding in an HTTP/1.0 message",
         )),
         (true, None) if last_coding.eq_ignore_ascii_case(b"chunked") => Ok(Some(Framing::Chunked)),
-        (true, None) => Err(HeadError::Framing("Transfer-Encoding without a final chunked")),
+        (true, None) => Err(HeadError::Framing(
+            "Transfer-Encoding without a final chunked",
+        )),
         (false, Some(n)) => Ok(Some(Framing::Length(n))),
         (false, None) => Ok(None),
     }
@@ -213,7 +215,11 @@ pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
     }
     let method = offset(&raw, req.method.unwrap_or_default().as_bytes());
     let path = req.path.unwrap_or_default();
-    if !(path.starts_with('/') || path == "*" || path.starts_with("http://") || path.starts_with("https://")) {
+    if !(path.starts_with('/')
+        || path == "*"
+        || path.starts_with("http://")
+        || path.starts_with("https://"))
+    {
         return Err(HeadError::Malformed("request target is not a path"));
     }
     let target = offset(&raw, path.as_bytes());
@@ -233,7 +239,9 @@ pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
     };
     let hosts = head.values("host").count();
     if hosts > 1 || (hosts == 0 && version_minor == 1) {
-        return Err(HeadError::Malformed("an HTTP/1.1 request needs exactly one Host header"));
+        return Err(HeadError::Malformed(
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
     }
     head.framing = body_framing(&head)?.unwrap_or(Framing::Empty);
     head.close = wants_close(&head);
@@ -266,11 +274,12 @@ pub fn parse_response(raw: Bytes, request_was_head: bool) -> Result<Head, HeadEr
         raw,
     };
     let declared = body_framing(&head)?;
-    head.framing = if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
-        Framing::Empty
-    } else {
-        declared.unwrap_or(Framing::UntilClose)
-    };
+    head.framing =
+        if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
+            Framing::Empty
+        } else {
+            declared.unwrap_or(Framing::UntilClose)
+        };
     head.close = wants_close(&head) || head.framing == Framing::UntilClose;
     Ok(head)
 }
@@ -312,7 +321,9 @@ mod tests {
             req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
             Err(HeadError::Framing(_))
         ));
-        let same = req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n").unwrap();
+        let same =
+            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+                .unwrap();
         assert_eq!(same.framing, Framing::Length(3));
     }
 
@@ -332,12 +343,28 @@ mod tests {
     #[test]
     fn response_framing() {
         let r = |s: &str, head| parse_response(Bytes::copy_from_slice(s.as_bytes()), head).unwrap();
-        assert_eq!(r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing, Framing::Length(5));
-        assert_eq!(r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing, Framing::Empty);
-        assert_eq!(r("HTTP/1.1 204 No Content\r\n\r\n", false).framing, Framing::Empty);
+        assert_eq!(
+            r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing,
+            Framing::Length(5)
+        );
+        assert_eq!(
+            r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing,
+            Framing::Empty
+        );
+        assert_eq!(
+            r("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            Framing::Empty
+        );
         let until_close = r("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!(until_close.framing, Framing::UntilClose);
         assert!(until_close.close);
-        assert_eq!(r("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", false).status, 101);
+        assert_eq!(
+            r(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                false
+            )
+            .status,
+            101
+        );
     }
 }

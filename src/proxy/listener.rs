@@ -35,7 +35,12 @@ pub async fn serve_frontend(listener: TcpListener, name: String, ctx: Arc<ProxyC
             }
         };
         let _ = tcp.set_nodelay(true);
-        let fe: Arc<FrontendRuntime> = ctx.runtime.load().frontend(&name).cloned().unwrap_or_else(|| initial.clone());
+        let fe: Arc<FrontendRuntime> = ctx
+            .runtime
+            .load()
+            .frontend(&name)
+            .cloned()
+            .unwrap_or_else(|| initial.clone());
         let ctx2 = ctx.clone();
         let started = tokio::time::Instant::now();
         ctx.lifecycle.tracker.spawn(async move {

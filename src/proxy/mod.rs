@@ -51,10 +51,15 @@ pub struct ProxyCtx {
 }
 
 impl ProxyCtx {
-    pub fn new(runtime: SharedRuntime, shared: Arc<Shared>, lifecycle: Arc<Lifecycle>) -> Arc<ProxyCtx> {
+    pub fn new(
+        runtime: SharedRuntime,
+        shared: Arc<Shared>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Arc<ProxyCtx> {
         // Backends behind a Qlik load balancer usually present QMC-issued or self-signed
         // certificates for names the balancer does not use, as `ssl verify none` in HAProxy.
-        let backend_tls = crate::tls::client_config_from(None, Vec::new(), false).expect("default TLS client config");
+        let backend_tls = crate::tls::client_config_from(None, Vec::new(), false)
+            .expect("default TLS client config");
         Arc::new(ProxyCtx {
             runtime,
             shared,

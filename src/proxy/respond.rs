@@ -32,7 +32,9 @@ impl ProxyError {
             ProxyError::HeaderTimeout => "The request headers did not arrive in time.",
             ProxyError::HeaderTooLarge => "The request headers are too large.",
             ProxyError::BadGateway => "The Qlik Sense node could not be reached.",
-            ProxyError::NoBackend => "No Qlik Sense node is available right now. Please retry shortly.",
+            ProxyError::NoBackend => {
+                "No Qlik Sense node is available right now. Please retry shortly."
+            }
             ProxyError::GatewayTimeout => "The Qlik Sense node did not answer in time.",
         }
     }
@@ -70,8 +72,16 @@ pub fn error_response(err: ProxyError, head: Option<&Head>, id: &str, keep_alive
             ),
         )
     };
-    let retry = if err == ProxyError::NoBackend { "Retry-After: 5\r\n" } else { "" };
-    let conn = if keep_alive { "" } else { "Connection: close\r\n" };
+    let retry = if err == ProxyError::NoBackend {
+        "Retry-After: 5\r\n"
+    } else {
+        ""
+    };
+    let conn = if keep_alive {
+        ""
+    } else {
+        "Connection: close\r\n"
+    };
     format!(
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{retry}{conn}\r\n{body}",
         body.len()

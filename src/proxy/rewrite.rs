@@ -54,7 +54,10 @@ pub fn upstream_request(head: &Head, rw: &RequestRewrite<'_>, out: &mut BytesMut
         if is_hop_by_hop(head, name)
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
-            || rw.strip.iter().any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+            || rw
+                .strip
+                .iter()
+                .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
         {
             continue;
         }
@@ -207,7 +210,10 @@ mod tests {
     fn keeps_lines_byte_for_byte_and_adds_forwarded() {
         let out = rewrite("GET /a%20b?x=1&xrfkey=ABC HTTP/1.1\r\nHost: Qlik.Example:443\r\nAuthorization: Bearer x\r\nX-Forwarded-For: 1.1.1.1\r\nConnection: keep-alive\r\n\r\n");
         assert!(out.starts_with("GET /a%20b?x=1&xrfkey=ABC HTTP/1.1\r\nHost: Qlik.Example:443\r\nAuthorization: Bearer x\r\n"), "{out}");
-        assert!(out.contains("X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n"), "{out}");
+        assert!(
+            out.contains("X-Forwarded-For: 1.1.1.1, 10.1.2.3\r\n"),
+            "{out}"
+        );
         assert!(out.contains("X-Forwarded-Proto: https\r\n"));
         assert!(out.contains("X-Forwarded-Host: Qlik.Example:443\r\n"));
         assert!(!out.to_ascii_lowercase().contains("connection: keep-alive"));

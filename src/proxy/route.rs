@@ -92,7 +92,11 @@ pub fn route(pool: &Pool, head: &Head, exclude: Option<&Arc<Backend>>) -> Option
             }
         }
     }
-    let outcome = if pinned_elsewhere { Outcome::Reassigned } else { Outcome::Miss };
+    let outcome = if pinned_elsewhere {
+        Outcome::Reassigned
+    } else {
+        Outcome::Miss
+    };
     let (backend, all_down) = match exclude {
         None => match select(pool) {
             Selected::Backend(b) => (b.clone(), false),

@@ -49,13 +49,19 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
     let backend = t.lease.backend().clone();
     let mut dead = backend.dead_watch();
     if !t.from_client.is_empty() {
-        backend.metrics.bytes_to_backend.inc_by(t.from_client.len() as u64);
+        backend
+            .metrics
+            .bytes_to_backend
+            .inc_by(t.from_client.len() as u64);
         if t.backend.write_all(&t.from_client).await.is_err() {
             return TunnelEnd::Error;
         }
     }
     if !t.from_backend.is_empty() {
-        backend.metrics.bytes_to_client.inc_by(t.from_backend.len() as u64);
+        backend
+            .metrics
+            .bytes_to_client
+            .inc_by(t.from_backend.len() as u64);
         if t.client.write_all(&t.from_backend).await.is_err() {
             return TunnelEnd::Error;
         }
@@ -89,7 +95,12 @@ enum Flow {
 }
 
 /// Moves what `src` has ready into `dst`; parks what `dst` cannot take now in `pending`.
-fn pump(src: &TcpStream, dst: &TcpStream, pending: &mut Option<Vec<u8>>, moved: &prometheus::IntCounter) -> io::Result<Flow> {
+fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pending: &mut Option<Vec<u8>>,
+    moved: &prometheus::IntCounter,
+) -> io::Result<Flow> {
     SCRATCH_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         loop {
@@ -142,7 +153,12 @@ fn shutdown_write(s: &TcpStream) {
     }
 }
 
-async fn splice_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration, lease: &TunnelLease) -> TunnelEnd {
+async fn splice_tcp(
+    client: &TcpStream,
+    backend: &TcpStream,
+    idle: Duration,
+    lease: &TunnelLease,
+) -> TunnelEnd {
     let m = &lease.backend().metrics;
     let (mut to_backend, mut to_client): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
     let (mut client_eof, mut backend_eof) = (false, false);
@@ -191,7 +207,12 @@ async fn splice_tcp(client: &TcpStream, backend: &TcpStream, idle: Duration, lea
     }
 }
 
-async fn copy_generic(client: &mut ClientStream, backend: &mut BackendStream, idle: Duration, lease: &TunnelLease) -> TunnelEnd {
+async fn copy_generic(
+    client: &mut ClientStream,
+    backend: &mut BackendStream,
+    idle: Duration,
+    lease: &TunnelLease,
+) -> TunnelEnd {
     let m = &lease.backend().metrics;
     let mut cbuf = vec![0u8; 8192];
     let mut bbuf = vec![0u8; 8192];

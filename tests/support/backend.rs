@@ -44,7 +44,9 @@ impl TestBackend {
         let tasks2 = tasks.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
                 let state = state.clone();
                 tasks2.lock().unwrap().spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
@@ -58,7 +60,14 @@ impl TestBackend {
                 });
             }
         });
-        TestBackend { id: id.to_string(), addr, requests, open_websockets, tasks, accept }
+        TestBackend {
+            id: id.to_string(),
+            addr,
+            requests,
+            open_websockets,
+            tasks,
+            accept,
+        }
     }
 
     pub fn addr_string(&self) -> String {
@@ -108,14 +117,22 @@ async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Body>
         .get("upgrade")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if is_ws {
-        let key = req.headers().get("sec-websocket-key").cloned().unwrap_or_else(|| http::HeaderValue::from_static(""));
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .cloned()
+            .unwrap_or_else(|| http::HeaderValue::from_static(""));
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let upgrade = hyper::upgrade::on(&mut req);
         let open = state.open_websockets.clone();
         state.tasks.lock().unwrap().spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let cfg = WebSocketConfig::default().max_message_size(Some(32 << 20)).max_frame_size(Some(32 << 20));
-            let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg)).await;
+            let cfg = WebSocketConfig::default()
+                .max_message_size(Some(32 << 20))
+                .max_frame_size(Some(32 << 20));
+            let mut ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(cfg))
+                    .await;
             open.fetch_add(1, Ordering::SeqCst);
             while let Some(Ok(msg)) = ws.next().await {
                 if msg.is_close() {
@@ -149,7 +166,9 @@ async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Body>
             json_reply(&id, serde_json::json!({"backend": id, "bytes": n}), None)
         }
         "/source" => {
-            let total: u64 = query_param(&req, "bytes").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let total: u64 = query_param(&req, "bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = futures_util::stream::unfold(total, move |left| {
                 let chunk = chunk.clone();
@@ -158,7 +177,10 @@ async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Body>
                         return None;
                     }
                     let n = left.min(chunk.len() as u64) as usize;
-                    Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..n))), left - n as u64))
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(chunk.slice(..n))),
+                        left - n as u64,
+                    ))
                 }
             });
             Response::builder()
@@ -175,23 +197,38 @@ async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Body>
             let headers: Vec<(String, String)> = req
                 .headers()
                 .iter()
-                .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let session = query_param(&req, "set_session");
-            let path_and_query = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let path_and_query = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_default();
             let body = serde_json::json!({
                 "backend": id,
                 "method": req.method().as_str(),
                 "path": path_and_query,
                 "headers": headers,
             });
-            json_reply(&id, body, session.map(|s| format!("X-Qlik-Session={s}; Path=/; HttpOnly")))
+            json_reply(
+                &id,
+                body,
+                session.map(|s| format!("X-Qlik-Session={s}; Path=/; HttpOnly")),
+            )
         }
     }
 }
 
 fn json_reply(id: &str, body: serde_json::Value, set_cookie: Option<String>) -> Response<Body> {
-    let mut b = Response::builder().header("content-type", "application/json").header("x-backend", id);
+    let mut b = Response::builder()
+        .header("content-type", "application/json")
+        .header("x-backend", id);
     if let Some(c) = set_cookie {
         b = b.header("set-cookie", c);
     }
@@ -204,10 +241,19 @@ pub fn seen_headers(echo: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .expect("headers array")
         .iter()
-        .map(|pair| (pair[0].as_str().unwrap().to_string(), pair[1].as_str().unwrap().to_string()))
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap().to_string(),
+                pair[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 pub fn seen(echo: &serde_json::Value, name: &str) -> Vec<String> {
-    seen_headers(echo).into_iter().filter(|(n, _)| n == name).map(|(_, v)| v).collect()
+    seen_headers(echo)
+        .into_iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v)
+        .collect()
 }

@@ -24,12 +24,17 @@ pub async fn start(toml: &str) -> Instance {
 }
 
 pub async fn start_in(toml: &str, dir: &std::path::Path) -> Instance {
-    let cfg = Config::parse(toml, dir).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
+    let cfg = Config::parse(toml, dir)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{toml}"));
     Instance::start(cfg).await.expect("instance starts")
 }
 
 /// A front door over the given backends: `[(id, "127.0.0.1:port")]`, plus extra `[[pool]]` keys.
-pub fn frontdoor_config(backends: &[(&str, String)], pool_extra: &str, frontend_extra: &str) -> String {
+pub fn frontdoor_config(
+    backends: &[(&str, String)],
+    pool_extra: &str,
+    frontend_extra: &str,
+) -> String {
     let mut s = format!(
         r#"
 [admin]
@@ -62,7 +67,10 @@ response_timeout = "5s"
 pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached in {secs}s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in {secs}s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

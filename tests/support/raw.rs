@@ -40,7 +40,8 @@ impl Reply {
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
 }
 
@@ -52,13 +53,24 @@ pub async fn read_reply<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> R
         }
         let mut chunk = [0u8; 8192];
         let n = s.read(&mut chunk).await.expect("read reply");
-        assert!(n > 0, "connection closed before a full head: {:?}", String::from_utf8_lossy(buf));
+        assert!(
+            n > 0,
+            "connection closed before a full head: {:?}",
+            String::from_utf8_lossy(buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8(buf[..head_end].to_vec()).expect("ascii head");
     buf.drain(..head_end);
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -66,7 +78,12 @@ pub async fn read_reply<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> R
             (n.to_string(), v.trim().to_string())
         })
         .collect();
-    let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
+    let find = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
     let body = if let Some(len) = find("content-length") {
         let len: usize = len.parse().unwrap();
         while buf.len() < len {
@@ -88,7 +105,16 @@ pub async fn read_reply<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> R
                 assert!(n > 0);
                 buf.extend_from_slice(&chunk[..n]);
             };
-            let size = usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap().split(';').next().unwrap().trim(), 16).unwrap();
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&buf[..line_end])
+                    .unwrap()
+                    .split(';')
+                    .next()
+                    .unwrap()
+                    .trim(),
+                16,
+            )
+            .unwrap();
             buf.drain(..line_end + 2);
             while buf.len() < size + 2 {
                 let mut chunk = [0u8; 8192];
@@ -109,10 +135,18 @@ pub async fn read_reply<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> R
         s.read_to_end(&mut rest).await.ok();
         rest
     };
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut Vec<u8>, request: &[u8]) -> Reply {
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &mut Vec<u8>,
+    request: &[u8],
+) -> Reply {
     s.write_all(request).await.expect("write request");
     read_reply(s, buf).await
 }
