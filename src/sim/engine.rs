@@ -3,7 +3,7 @@
 //! CPU, memory, saturation, latency and failure are knobs set from outside; sessions, users and
 //! documents follow the QIX WebSockets actually open on the node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -62,8 +62,8 @@ struct Activity {
     sessions_total: u64,
     /// Open engine sessions per QPS session (one user may hold several WebSockets).
     open_per_user: HashMap<String, u64>,
-    /// Every QPS session that ever opened an engine session here.
-    users_seen: HashSet<String>,
+    /// Users arrived since start; one who leaves and comes back counts again.
+    users_total: u64,
     /// Apps loaded on this engine, in the order first opened; they stay in memory.
     loaded_docs: Vec<String>,
     /// Apps open in a live engine session, with how many sessions hold each.
@@ -128,8 +128,12 @@ impl Engine {
         let mut activity = lock(&self.activity);
         activity.sessions_active += 1;
         activity.sessions_total += 1;
-        *activity.open_per_user.entry(user.to_string()).or_insert(0) += 1;
-        activity.users_seen.insert(user.to_string());
+        let open = activity.open_per_user.entry(user.to_string()).or_insert(0);
+        *open += 1;
+        let arrived = *open == 1;
+        if arrived {
+            activity.users_total += 1;
+        }
         EngineSession {
             engine: Arc::clone(self),
             user: user.to_string(),
@@ -170,7 +174,7 @@ impl Engine {
             },
             users: CountReport {
                 active: activity.open_per_user.len() as u64,
-                total: activity.users_seen.len() as u64,
+                total: activity.users_total,
             },
             cache: CacheReport::default(),
             saturated: knobs.reported_saturated(),

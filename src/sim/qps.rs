@@ -1,7 +1,7 @@
 //! QPS-like session rules: a node issues `X-Qlik-Session[-<prefix>]` cookies and only knows the
 //! sessions it issued, so a request that reaches the wrong node is sent to the login page.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use super::wire::Request;
@@ -110,13 +110,37 @@ impl SessionCheck {
     }
 }
 
-/// The sessions one node issued; QPS keeps them in its own memory only.
+/// Sessions a node remembers; past this the oldest are forgotten, as QPS forgets idle sessions,
+/// so that a load run without cookies cannot grow a node without bound.
+const MAX_SESSIONS: usize = 100_000;
+
 #[derive(Debug, Default)]
+struct Issued {
+    ids: HashSet<String>,
+    oldest_first: VecDeque<String>,
+}
+
+/// The sessions one node issued; QPS keeps them in its own memory only.
+#[derive(Debug)]
 pub struct SessionBook {
-    issued: Mutex<HashSet<String>>,
+    issued: Mutex<Issued>,
+    capacity: usize,
+}
+
+impl Default for SessionBook {
+    fn default() -> SessionBook {
+        SessionBook::with_capacity(MAX_SESSIONS)
+    }
 }
 
 impl SessionBook {
+    pub fn with_capacity(capacity: usize) -> SessionBook {
+        SessionBook {
+            issued: Mutex::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
     pub fn check(&self, request: &Request) -> SessionCheck {
         let path = request.path();
         let prefix = virtual_proxy_prefix(path);
@@ -137,18 +161,24 @@ impl SessionBook {
     }
 
     pub fn knows(&self, id: &str) -> bool {
-        self.issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+        self.issued().ids.contains(id)
+    }
+
+    fn issued(&self) -> std::sync::MutexGuard<'_, Issued> {
+        self.issued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn issue(&self, cookie_name: &str) -> SessionCheck {
         let id = uuid::Uuid::new_v4().to_string();
-        self.issued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone());
+        let mut issued = self.issued();
+        if issued.oldest_first.len() >= self.capacity {
+            if let Some(oldest) = issued.oldest_first.pop_front() {
+                issued.ids.remove(&oldest);
+            }
+        }
+        issued.ids.insert(id.clone());
+        issued.oldest_first.push_back(id.clone());
+        drop(issued);
         SessionCheck::Issued {
             set_cookie: format!("{cookie_name}={id}; Path=/; HttpOnly"),
             id,
@@ -176,5 +206,44 @@ mod tests {
             "/sales/internal_forms_authentication/?targetId=1"
         ));
         assert!(!is_login_path("/hub"));
+    }
+
+    fn request_with_cookie(cookie: Option<&str>) -> Request {
+        Request {
+            method: "GET".into(),
+            target: "/hub".into(),
+            minor_version: 1,
+            headers: cookie
+                .map(|c| ("Cookie".to_string(), c.as_bytes().to_vec()))
+                .into_iter()
+                .collect(),
+            body: Vec::new(),
+            body_len: 0,
+        }
+    }
+
+    #[test]
+    fn the_oldest_sessions_are_forgotten_past_capacity() {
+        let book = SessionBook::with_capacity(2);
+        let ids: Vec<String> = (0..3)
+            .map(|_| {
+                book.check(&request_with_cookie(None))
+                    .session_id()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(!book.knows(&ids[0]));
+        assert!(book.knows(&ids[1]) && book.knows(&ids[2]));
+        let cookie = format!("X-Qlik-Session={}", ids[2]);
+        assert_eq!(
+            book.check(&request_with_cookie(Some(&cookie))),
+            SessionCheck::Known(ids[2].clone())
+        );
+        let forgotten = format!("X-Qlik-Session={}", ids[0]);
+        assert!(matches!(
+            book.check(&request_with_cookie(Some(&forgotten))),
+            SessionCheck::Foreign { .. }
+        ));
     }
 }
