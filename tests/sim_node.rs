@@ -436,9 +436,9 @@ async fn fail_and_latency_controls_apply_to_everything_but_control() {
         assert_eq!(client.get("/engine/healthcheck", None).await.status, 500);
         node.set_fail(false);
 
-        let latency = Duration::from_millis(600);
+        let latency = Duration::from_millis(1000);
         client
-            .post_json("/__sim/control", r#"{"latency_ms":600}"#)
+            .post_json("/__sim/control", r#"{"latency_ms":1000}"#)
             .await;
         let started = Instant::now();
         assert_eq!(client.get("/engine/healthcheck", None).await.status, 200);
@@ -450,7 +450,7 @@ async fn fail_and_latency_controls_apply_to_everything_but_control() {
         let started = Instant::now();
         assert_eq!(
             client.get("/__sim/control", None).await.json()["latency_ms"],
-            600
+            1000
         );
         assert!(
             started.elapsed() < latency,
