@@ -1,7 +1,10 @@
 //! `qlik-lb sim`: the simulator alone.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use super::node::start_nodes;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
@@ -11,7 +14,7 @@ pub struct SimArgs {
     /// Node i (1..N) listens on base-port + i - 1.
     #[arg(long)]
     pub base_port: u16,
-    /// QRS port (default base-port + N).
+    /// QRS port (default base-port + N); served once the QRS is part of the simulator.
     #[arg(long)]
     pub qrs_port: Option<u16>,
     /// Where root.pem, client.pem and client_key.pem are written.
@@ -22,8 +25,68 @@ pub struct SimArgs {
     pub bind: String,
 }
 
+/// Starts the nodes, prints one line per node, and serves until Ctrl-C or SIGTERM.
 pub fn run(args: SimArgs) -> ExitCode {
-    let _ = args;
-    eprintln!("qlik-lb sim: not wired yet");
-    ExitCode::from(2)
+    let bind: IpAddr = match args.bind.parse() {
+        Ok(bind) => bind,
+        Err(_) => {
+            eprintln!("qlik-lb sim: --bind {:?} is not an IP address", args.bind);
+            return ExitCode::from(2);
+        }
+    };
+    if args.nodes == 0 {
+        eprintln!("qlik-lb sim: --nodes must be at least 1");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("qlik-lb sim: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(serve(args.nodes, bind, args.base_port))
+}
+
+async fn serve(n: u16, bind: IpAddr, base_port: u16) -> ExitCode {
+    let nodes = match start_nodes(n, bind, Some(base_port)).await {
+        Ok(nodes) => nodes,
+        Err(e) => {
+            eprintln!("qlik-lb sim: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for node in &nodes {
+        println!(
+            "{} {}  (health {}/engine/healthcheck, control {}/__sim/control)",
+            node.id(),
+            node.url(),
+            node.url(),
+            node.url()
+        );
+    }
+    if let Err(e) = shutdown_signal().await {
+        eprintln!("qlik-lb sim: cannot wait for a stop signal: {e}");
+        return ExitCode::from(1);
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

@@ -1,2 +1,9 @@
 //! A simulated Qlik Sense site: engine/QPS nodes, QIX WebSockets, and a QRS over mutual TLS.
 pub mod cli;
+pub mod control;
+pub mod engine;
+pub mod node;
+pub mod qix;
+pub mod qps;
+mod serve;
+pub mod wire;
