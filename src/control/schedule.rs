@@ -7,7 +7,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Timelike, Utc};
 pub enum Schedule {
     /// Fires when the minute of the hour is a multiple of N (N < 60), as later.js does.
     EveryMinutes(u32),
-    /// Fires at minute 0 of every hour that is a multiple of N (N < 24).
+    /// Fires at minute 0 of every hour that is a multiple of N (N <= 24; 24 means midnight).
     EveryHours(u32),
     /// Fires at 00:00 on days of the month 1, 1+N, 1+2N, ...
     EveryDays(u32),
@@ -22,6 +22,9 @@ impl Schedule {
         let lower = text.trim().to_ascii_lowercase();
         let words: Vec<&str> = lower.split_whitespace().collect();
         match words.as_slice() {
+            ["every", unit] => Schedule::parse(&format!("every 1 {unit}")).map_err(|_| {
+                format!("`{text}` is not a schedule; {FORMS}")
+            }),
             ["every", n, unit] => {
                 let n: u32 = n
                     .parse()
@@ -29,7 +32,8 @@ impl Schedule {
                 let unit = unit.trim_end_matches('s');
                 let (limit, make): (u32, fn(u32) -> Schedule) = match unit {
                     "minute" => (59, Schedule::EveryMinutes),
-                    "hour" => (23, Schedule::EveryHours),
+                    // 24 is the default "every 24 hours": midnight UTC, as later.js reads it.
+                    "hour" => (24, Schedule::EveryHours),
                     "day" => (31, Schedule::EveryDays),
                     _ => return Err(format!("`{text}`: unknown unit `{unit}`; {FORMS}")),
                 };
