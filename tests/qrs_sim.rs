@@ -17,25 +17,38 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/../shared/qlik/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../shared/qlik/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
 /// One request with the client certificate; answers (status, body).
 async fn raw(site: &Site, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let tcp = tokio::net::TcpStream::connect(site.qrs.addr()).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(site.qrs.addr())
+        .await
+        .unwrap();
     let connector = TlsConnector::from(site.certs.client_config().unwrap());
     let tls = connector
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let mut req = hyper::Request::builder().method(method).uri(target).header("host", "localhost");
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(target)
+        .header("host", "localhost");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let resp = send.send_request(req.body(Empty::<Bytes>::new()).unwrap()).await.unwrap();
+    let resp = send
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -93,8 +106,14 @@ async fn xrfkey_missing_or_mismatched_is_forbidden() {
             (path.to_string(), vec![]),
             (path.to_string(), vec![("X-Qlik-Xrfkey", KEY)]),
             (format!("{path}?xrfkey={KEY}"), vec![]),
-            (format!("{path}?xrfkey={KEY}"), vec![("X-Qlik-Xrfkey", "abcdefghijklmnoq")]),
-            (format!("{path}?xrfkey=short"), vec![("X-Qlik-Xrfkey", "short")]),
+            (
+                format!("{path}?xrfkey={KEY}"),
+                vec![("X-Qlik-Xrfkey", "abcdefghijklmnoq")],
+            ),
+            (
+                format!("{path}?xrfkey=short"),
+                vec![("X-Qlik-Xrfkey", "short")],
+            ),
         ];
         for (target, headers) in cases {
             let (status, _) = raw(&site, "GET", &target, &headers).await;
@@ -113,13 +132,30 @@ async fn filter_boundary_is_exact() {
     timeout(TEST_TIMEOUT, async {
         let site = site(empty()).await;
         let t = days_ago(30);
-        let at = give(&site.qrs, SimUser::new("LAB", "at"), LicenseType::Professional, t);
-        let before = give(&site.qrs, SimUser::new("LAB", "before"), LicenseType::Professional, t - chrono::Duration::milliseconds(1));
-        let after = give(&site.qrs, SimUser::new("LAB", "after"), LicenseType::Professional, t + chrono::Duration::milliseconds(1));
+        let at = give(
+            &site.qrs,
+            SimUser::new("LAB", "at"),
+            LicenseType::Professional,
+            t,
+        );
+        let before = give(
+            &site.qrs,
+            SimUser::new("LAB", "before"),
+            LicenseType::Professional,
+            t - chrono::Duration::milliseconds(1),
+        );
+        let after = give(
+            &site.qrs,
+            SimUser::new("LAB", "after"),
+            LicenseType::Professional,
+            t + chrono::Duration::milliseconds(1),
+        );
         let path = "/qrs/license/professionalaccesstype/full";
         let ids = |body: String| -> BTreeSet<String> {
             let rows: Vec<Value> = serde_json::from_str(&body).unwrap();
-            rows.iter().map(|r| r["id"].as_str().unwrap().to_string()).collect()
+            rows.iter()
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect()
         };
         let set = |v: &[&String]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
         for (op, expected) in [
@@ -140,7 +176,12 @@ async fn filter_boundary_is_exact() {
         let filter = format!("user.userId eq 'AFTER' and lastUsed gt '{}'", iso(t));
         let (_, body) = get(&site, path, &format!("filter={}", enc(&filter))).await;
         assert_eq!(ids(body), set(&[&after]));
-        for bad in ["lastUsed le", "lastUsed xx '2026-01-01'", "id eq 'open", "(id eq 1"] {
+        for bad in [
+            "lastUsed le",
+            "lastUsed xx '2026-01-01'",
+            "id eq 'open",
+            "(id eq 1",
+        ] {
             let (status, _) = get(&site, path, &format!("filter={}", enc(bad))).await;
             assert_eq!(status, 400, "{bad}");
         }
@@ -154,28 +195,75 @@ async fn delete_quarantines_recent_rows_and_removes_old_ones() {
     timeout(TEST_TIMEOUT, async {
         let site = site(empty()).await;
         let recent_used = days_ago(3);
-        let recent = give(&site.qrs, SimUser::new("LAB", "recent"), LicenseType::Analyzer, recent_used);
-        let old = give(&site.qrs, SimUser::new("LAB", "old"), LicenseType::Analyzer, days_ago(30));
+        let recent = give(
+            &site.qrs,
+            SimUser::new("LAB", "recent"),
+            LicenseType::Analyzer,
+            recent_used,
+        );
+        let old = give(
+            &site.qrs,
+            SimUser::new("LAB", "old"),
+            LicenseType::Analyzer,
+            days_ago(30),
+        );
         let client = site.client();
 
-        assert_eq!(client.delete_allocation(LicenseType::Analyzer, &recent).await.unwrap().as_u16(), 204);
-        let row = site.qrs.allocation(&recent).expect("a recently used row stays, quarantined");
+        assert_eq!(
+            client
+                .delete_allocation(LicenseType::Analyzer, &recent)
+                .await
+                .unwrap()
+                .as_u16(),
+            204
+        );
+        let row = site
+            .qrs
+            .allocation(&recent)
+            .expect("a recently used row stays, quarantined");
         assert!(row.quarantined);
-        assert_eq!(row.quarantine_end, Some(recent_used + chrono::Duration::days(7)));
+        assert_eq!(
+            row.quarantine_end,
+            Some(recent_used + chrono::Duration::days(7))
+        );
         assert_eq!(row.user, None);
-        assert_eq!(row.deleted_user, Some(("LAB".to_string(), "recent".to_string())));
+        assert_eq!(
+            row.deleted_user,
+            Some(("LAB".to_string(), "recent".to_string()))
+        );
 
-        assert_eq!(client.delete_allocation(LicenseType::Analyzer, &old).await.unwrap().as_u16(), 204);
+        assert_eq!(
+            client
+                .delete_allocation(LicenseType::Analyzer, &old)
+                .await
+                .unwrap()
+                .as_u16(),
+            204
+        );
         assert!(site.qrs.allocation(&old).is_none(), "an old row is freed");
 
-        assert_eq!(client.delete_allocation(LicenseType::Analyzer, &old).await.unwrap().as_u16(), 404);
         assert_eq!(
-            client.delete_allocation(LicenseType::Professional, &recent).await.unwrap().as_u16(),
+            client
+                .delete_allocation(LicenseType::Analyzer, &old)
+                .await
+                .unwrap()
+                .as_u16(),
+            404
+        );
+        assert_eq!(
+            client
+                .delete_allocation(LicenseType::Professional, &recent)
+                .await
+                .unwrap()
+                .as_u16(),
             404,
             "an analyzer id is unknown to the professional table"
         );
 
-        let rows = client.allocations(LicenseType::Analyzer, None).await.unwrap();
+        let rows = client
+            .allocations(LicenseType::Analyzer, None)
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 1);
         assert!(rows[0].quarantined && rows[0].user.is_none());
         assert_eq!(rows[0].deleted_user_id.as_deref(), Some("recent"));
@@ -210,17 +298,27 @@ async fn payloads_have_every_field_of_the_fixtures() {
         let site = site(empty()).await;
         let mut user = SimUser::new("LAB", "jdoe");
         user.tags.push("License do not release".into());
-        user.custom_properties.push(("LicenseManage".into(), "do-not-release".into()));
+        user.custom_properties
+            .push(("LicenseManage".into(), "do-not-release".into()));
         let user_guid = user.id.clone();
         give(&site.qrs, user, LicenseType::Professional, days_ago(40));
-        let quarantined = give(&site.qrs, SimUser::new("LAB", "asmith"), LicenseType::Professional, days_ago(2));
+        let quarantined = give(
+            &site.qrs,
+            SimUser::new("LAB", "asmith"),
+            LicenseType::Professional,
+            days_ago(2),
+        );
         site.client()
             .delete_allocation(LicenseType::Professional, &quarantined)
             .await
             .unwrap();
 
         let (_, body) = get(&site, "/qrs/license/accesstypeoverview", "").await;
-        same_shape(&fixture("accesstypeoverview.json"), &serde_json::from_str(&body).unwrap(), "overview");
+        same_shape(
+            &fixture("accesstypeoverview.json"),
+            &serde_json::from_str(&body).unwrap(),
+            "overview",
+        );
 
         let fx = fixture("professionalaccesstype-full.json");
         let (_, body) = get(&site, "/qrs/license/professionalaccesstype/full", "").await;
@@ -233,13 +331,22 @@ async fn payloads_have_every_field_of_the_fixtures() {
 
         let (status, body) = get(&site, &format!("/qrs/user/{user_guid}"), "").await;
         assert_eq!(status, 200);
-        same_shape(&fixture("user.json"), &serde_json::from_str(&body).unwrap(), "user");
+        same_shape(
+            &fixture("user.json"),
+            &serde_json::from_str(&body).unwrap(),
+            "user",
+        );
         let filter = format!("id eq {user_guid}");
         let (_, body) = get(&site, "/qrs/user/full", &format!("filter={}", enc(&filter))).await;
         let users: Vec<Value> = serde_json::from_str(&body).unwrap();
         assert_eq!(users.len(), 1);
         same_shape(&fixture("user.json"), &users[0], "user/full");
-        assert_eq!(get(&site, "/qrs/user/00000000-0000-0000-0000-000000000000", "").await.0, 404);
+        assert_eq!(
+            get(&site, "/qrs/user/00000000-0000-0000-0000-000000000000", "")
+                .await
+                .0,
+            404
+        );
     })
     .await
     .unwrap();
@@ -252,22 +359,47 @@ async fn seeded_population_is_realistic_and_deterministic() {
     assert_eq!(pop, seed::seeded(7, 400, now));
     assert_ne!(pop, seed::seeded(8, 400, now));
     assert!(pop.users.len() >= 400);
-    let dirs: BTreeSet<_> = pop.users.iter().map(|u| u.user_directory.as_str()).collect();
+    let dirs: BTreeSet<_> = pop
+        .users
+        .iter()
+        .map(|u| u.user_directory.as_str())
+        .collect();
     assert!(dirs.len() >= 4, "{dirs:?}");
     let count = |f: &dyn Fn(&SimUser) -> bool| pop.users.iter().filter(|u| f(u)).count();
     assert!(count(&|u| u.tags.iter().any(|t| t == seed::DO_NOT_RELEASE_TAG)) > 5);
-    assert!(count(&|u| u.custom_properties.iter().any(|(n, _)| n == seed::LICENSE_PROPERTY)) > 5);
-    assert!(count(&|u| u.inactive) > 0 && count(&|u| u.blacklisted) > 0 && count(&|u| u.removed_externally) > 0);
+    assert!(
+        count(&|u| u
+            .custom_properties
+            .iter()
+            .any(|(n, _)| n == seed::LICENSE_PROPERTY))
+            > 5
+    );
+    assert!(
+        count(&|u| u.inactive) > 0
+            && count(&|u| u.blacklisted) > 0
+            && count(&|u| u.removed_externally) > 0
+    );
     assert!(pop.allocations.iter().filter(|a| a.quarantined).count() >= 3);
     let oldest = pop.allocations.iter().map(|a| a.last_used).min().unwrap();
-    assert!(oldest > now - chrono::Duration::days(120) && oldest < now - chrono::Duration::days(90));
+    assert!(
+        oldest > now - chrono::Duration::days(120) && oldest < now - chrono::Duration::days(90)
+    );
 
     timeout(TEST_TIMEOUT, async {
         let site = site(pop.clone()).await;
         let overview = site.client().overview().await.unwrap();
-        let prof = pop.allocations.iter().filter(|a| a.kind == LicenseType::Professional);
-        assert_eq!(overview.professional_access.allocated as usize, prof.clone().filter(|a| !a.quarantined).count());
-        assert_eq!(overview.professional_access.quarantined as usize, prof.filter(|a| a.quarantined).count());
+        let prof = pop
+            .allocations
+            .iter()
+            .filter(|a| a.kind == LicenseType::Professional);
+        assert_eq!(
+            overview.professional_access.allocated as usize,
+            prof.clone().filter(|a| !a.quarantined).count()
+        );
+        assert_eq!(
+            overview.professional_access.quarantined as usize,
+            prof.filter(|a| a.quarantined).count()
+        );
         let p = overview.professional_access;
         assert_eq!(p.total, p.allocated + p.quarantined + p.available);
     })
@@ -280,14 +412,22 @@ async fn stopped_sim_refuses_connections_until_restarted() {
     timeout(TEST_TIMEOUT, async {
         let site = site(empty()).await;
         site.qrs.stop().await;
-        let err = tokio::net::TcpStream::connect(site.qrs.addr()).await.unwrap_err();
+        let err = tokio::net::TcpStream::connect(site.qrs.addr())
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
         site.qrs.restart().await.unwrap();
-        assert_eq!(get(&site, "/qrs/license/accesstypeoverview", "").await.0, 200);
+        assert_eq!(
+            get(&site, "/qrs/license/accesstypeoverview", "").await.0,
+            200
+        );
         // The client sends the security context from `[qrs] user` and a fresh key per call.
         site.client().overview().await.unwrap();
         let last = site.qrs.requests().pop().unwrap();
-        assert_eq!(last.qlik_user.as_deref(), Some("UserDirectory=INTERNAL; UserId=sa_api"));
+        assert_eq!(
+            last.qlik_user.as_deref(),
+            Some("UserDirectory=INTERNAL; UserId=sa_api")
+        );
     })
     .await
     .unwrap();

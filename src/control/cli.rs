@@ -51,27 +51,59 @@ pub fn release_once(config_path: &Path, dry_run: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let Some(release) = config.file.license.as_ref().and_then(|l| l.release.as_ref()) else {
-        eprintln!("{}: the config has no [license.release] section", config_path.display());
+    let Some(release) = config
+        .file
+        .license
+        .as_ref()
+        .and_then(|l| l.release.as_ref())
+    else {
+        eprintln!(
+            "{}: the config has no [license.release] section",
+            config_path.display()
+        );
         return ExitCode::from(2);
     };
-    let report = runtime.block_on(release_run(&config, release, &client, dry_run || release.dry_run));
+    let report = runtime.block_on(release_run(
+        &config,
+        release,
+        &client,
+        dry_run || release.dry_run,
+    ));
     for d in &report.decisions {
         println!(
             "{:<40} {:<12} {:>5} {:<14} {}",
-            if d.user.is_empty() { "(no user)" } else { &d.user },
+            if d.user.is_empty() {
+                "(no user)"
+            } else {
+                &d.user
+            },
             d.license_type.as_str(),
-            d.days_unused.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            d.days_unused
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
             d.decision.as_str(),
             d.reason
         );
     }
-    let counts: Vec<String> = report.summary.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let counts: Vec<String> = report
+        .summary
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
     println!(
         "run {}{}: {}",
         report.summary.run_id,
-        if report.summary.dry_run { " (dry run)" } else { "" },
-        if counts.is_empty() { "nothing to release".into() } else { counts.join(", ") }
+        if report.summary.dry_run {
+            " (dry run)"
+        } else {
+            ""
+        },
+        if counts.is_empty() {
+            "nothing to release".into()
+        } else {
+            counts.join(", ")
+        }
     );
     if let Some(reason) = &report.summary.stop_reason {
         eprintln!("license release stopped: {reason}");

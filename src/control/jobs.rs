@@ -29,28 +29,42 @@ pub fn spawn_jobs(
         match Schedule::parse(&m.schedule) {
             Ok(schedule) => {
                 let (config, metrics, status) = (config.clone(), metrics.clone(), status.clone());
-                jobs.push(tokio::spawn(every(schedule, m.run_at_start, shutdown.clone(), move || {
-                    monitor_once(config.clone(), metrics.clone(), status.clone())
-                })));
+                jobs.push(tokio::spawn(every(
+                    schedule,
+                    m.run_at_start,
+                    shutdown.clone(),
+                    move || monitor_once(config.clone(), metrics.clone(), status.clone()),
+                )));
             }
-            Err(e) => tracing::error!(error = %e, "license.monitor.schedule: the monitor will not run"),
+            Err(e) => {
+                tracing::error!(error = %e, "license.monitor.schedule: the monitor will not run")
+            }
         }
     }
     if let Some(r) = license.release.filter(|r| r.enabled) {
         match Schedule::parse(&r.schedule) {
             Ok(schedule) => {
-                jobs.push(tokio::spawn(every(schedule, r.run_at_start, shutdown, move || {
-                    release_once(config.clone(), metrics.clone(), status.clone())
-                })));
+                jobs.push(tokio::spawn(every(
+                    schedule,
+                    r.run_at_start,
+                    shutdown,
+                    move || release_once(config.clone(), metrics.clone(), status.clone()),
+                )));
             }
-            Err(e) => tracing::error!(error = %e, "license.release.schedule: the release job will not run"),
+            Err(e) => {
+                tracing::error!(error = %e, "license.release.schedule: the release job will not run")
+            }
         }
     }
     jobs
 }
 
-async fn every<F, Fut>(schedule: Schedule, run_at_start: bool, shutdown: CancellationToken, mut run: F)
-where
+async fn every<F, Fut>(
+    schedule: Schedule,
+    run_at_start: bool,
+    shutdown: CancellationToken,
+    mut run: F,
+) where
     F: FnMut() -> Fut,
     Fut: Future<Output = ()>,
 {
@@ -59,7 +73,9 @@ where
     }
     loop {
         let now = Utc::now();
-        let wait = (schedule.next_after(now) - now).to_std().unwrap_or_default();
+        let wait = (schedule.next_after(now) - now)
+            .to_std()
+            .unwrap_or_default();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
@@ -72,7 +88,10 @@ async fn monitor_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<Co
     let result = match QrsClient::from_config(&config) {
         Ok(client) => run_monitor(&client, &metrics).await,
         Err(e) => {
-            metrics.job_runs_total.with_label_values(&[super::monitor::JOB, "error"]).inc();
+            metrics
+                .job_runs_total
+                .with_label_values(&[super::monitor::JOB, "error"])
+                .inc();
             Err(e)
         }
     };
@@ -86,14 +105,22 @@ async fn monitor_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<Co
 }
 
 async fn release_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<ControlStatus>) {
-    let Some(release) = config.file.license.as_ref().and_then(|l| l.release.as_ref()) else {
+    let Some(release) = config
+        .file
+        .license
+        .as_ref()
+        .and_then(|l| l.release.as_ref())
+    else {
         return;
     };
     let client = match QrsClient::from_config(&config) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "license release run cannot start");
-            metrics.job_runs_total.with_label_values(&[super::release::JOB, "error"]).inc();
+            metrics
+                .job_runs_total
+                .with_label_values(&[super::release::JOB, "error"])
+                .inc();
             return;
         }
     };

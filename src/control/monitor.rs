@@ -32,12 +32,21 @@ impl LicenseSnapshot {
     }
 
     pub fn apply(&self, m: &Metrics) {
-        for (label, d) in [("professional", &self.professional), ("analyzer", &self.analyzer)] {
+        for (label, d) in [
+            ("professional", &self.professional),
+            ("analyzer", &self.analyzer),
+        ] {
             m.license_total.with_label_values(&[label]).set(d.total);
-            m.license_allocated.with_label_values(&[label]).set(d.allocated);
+            m.license_allocated
+                .with_label_values(&[label])
+                .set(d.allocated);
             m.license_used.with_label_values(&[label]).set(d.used);
-            m.license_available.with_label_values(&[label]).set(d.available);
-            m.license_quarantined.with_label_values(&[label]).set(d.quarantined);
+            m.license_available
+                .with_label_values(&[label])
+                .set(d.available);
+            m.license_quarantined
+                .with_label_values(&[label])
+                .set(d.quarantined);
             m.license_excess.with_label_values(&[label]).set(d.excess);
         }
         let minutes = &self.analyzer_capacity_minutes;
@@ -46,10 +55,16 @@ impl LicenseSnapshot {
             ("used", minutes.used_minutes),
             ("unavailable", minutes.unavailable_minutes),
         ] {
-            m.license_analyzer_capacity_minutes.with_label_values(&[kind]).set(v);
+            m.license_analyzer_capacity_minutes
+                .with_label_values(&[kind])
+                .set(v);
         }
-        m.license_tokens.with_label_values(&["total"]).set(self.tokens_total);
-        m.license_tokens.with_label_values(&["available"]).set(self.tokens_available);
+        m.license_tokens
+            .with_label_values(&["total"])
+            .set(self.tokens_total);
+        m.license_tokens
+            .with_label_values(&["available"])
+            .set(self.tokens_available);
     }
 
     /// The usage table `license monitor --once` prints.
@@ -58,7 +73,10 @@ impl LicenseSnapshot {
             "{:<14}{:>8}{:>11}{:>7}{:>11}{:>13}{:>8}\n",
             "license", "total", "allocated", "used", "available", "quarantined", "excess"
         );
-        for (name, d) in [("professional", &self.professional), ("analyzer", &self.analyzer)] {
+        for (name, d) in [
+            ("professional", &self.professional),
+            ("analyzer", &self.analyzer),
+        ] {
             out.push_str(&format!(
                 "{name:<14}{:>8}{:>11}{:>7}{:>11}{:>13}{:>8}\n",
                 d.total, d.allocated, d.used, d.available, d.quarantined, d.excess
@@ -78,7 +96,10 @@ impl LicenseSnapshot {
 }
 
 /// One monitor run: fetch, set the gauges, count the run.
-pub async fn run_monitor(client: &QrsClient, metrics: &Metrics) -> Result<LicenseSnapshot, QrsError> {
+pub async fn run_monitor(
+    client: &QrsClient,
+    metrics: &Metrics,
+) -> Result<LicenseSnapshot, QrsError> {
     match client.overview().await {
         Ok(o) => {
             let snapshot = LicenseSnapshot::from_overview(&o, Utc::now());
@@ -92,7 +113,10 @@ pub async fn run_monitor(client: &QrsClient, metrics: &Metrics) -> Result<Licens
         }
         Err(e) => {
             tracing::error!(error = %e, "license monitor run failed; keeping the last values");
-            metrics.job_runs_total.with_label_values(&[JOB, "error"]).inc();
+            metrics
+                .job_runs_total
+                .with_label_values(&[JOB, "error"])
+                .inc();
             Err(e)
         }
     }

@@ -100,11 +100,9 @@ impl QrsClient {
             .qrs
             .as_ref()
             .ok_or_else(|| QrsError::Setup("the config has no [qrs] section".into()))?;
-        let certs = config
-            .file
-            .qlik_certs
-            .as_ref()
-            .ok_or_else(|| QrsError::Setup("the QRS needs the client certificate of [qlik_certs]".into()))?;
+        let certs = config.file.qlik_certs.as_ref().ok_or_else(|| {
+            QrsError::Setup("the QRS needs the client certificate of [qlik_certs]".into())
+        })?;
         let tls = crate::tls::qlik_client_config(
             &config.resolve(&certs.cert),
             &config.resolve(&certs.key),
@@ -115,17 +113,30 @@ impl QrsClient {
         QrsClient::new(&qrs.url, tls, &qrs.user, qrs.timeout.get())
     }
 
-    pub fn new(url: &str, tls: Arc<ClientConfig>, user: &str, timeout: Duration) -> Result<QrsClient, QrsError> {
+    pub fn new(
+        url: &str,
+        tls: Arc<ClientConfig>,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<QrsClient, QrsError> {
         let url = BackendUrl::parse(url).map_err(|e| QrsError::Setup(format!("[qrs] url: {e}")))?;
         if !url.tls {
-            return Err(QrsError::Setup(format!("[qrs] url: `{url}` must be https (the QRS needs mutual TLS)")));
+            return Err(QrsError::Setup(format!(
+                "[qrs] url: `{url}` must be https (the QRS needs mutual TLS)"
+            )));
         }
         let (dir, id) = user
             .split_once('\\')
             .filter(|(d, i)| !d.is_empty() && !i.is_empty())
-            .ok_or_else(|| QrsError::Setup(format!("[qrs] user: `{user}` must be DIRECTORY\\userid")))?;
-        let server_name = ServerName::try_from(url.host.clone())
-            .map_err(|e| QrsError::Setup(format!("[qrs] url: `{}` is not a valid server name: {e}", url.host)))?;
+            .ok_or_else(|| {
+                QrsError::Setup(format!("[qrs] user: `{user}` must be DIRECTORY\\userid"))
+            })?;
+        let server_name = ServerName::try_from(url.host.clone()).map_err(|e| {
+            QrsError::Setup(format!(
+                "[qrs] url: `{}` is not a valid server name: {e}",
+                url.host
+            ))
+        })?;
         Ok(QrsClient {
             url,
             connector: TlsConnector::from(tls),
@@ -145,7 +156,11 @@ impl QrsClient {
         self.get_json("/qrs/license/accesstypeoverview", &[]).await
     }
 
-    pub async fn allocations(&self, kind: LicenseType, filter: Option<&str>) -> Result<Vec<AllocationRow>, QrsError> {
+    pub async fn allocations(
+        &self,
+        kind: LicenseType,
+        filter: Option<&str>,
+    ) -> Result<Vec<AllocationRow>, QrsError> {
         let path = format!("/qrs/license/{}/full", kind.table());
         let query: Vec<(&str, &str)> = filter.map(|f| vec![("filter", f)]).unwrap_or_default();
         self.get_json(&path, &query).await
@@ -160,20 +175,30 @@ impl QrsClient {
                 .map(|id| format!("id eq {id}"))
                 .collect::<Vec<_>>()
                 .join(" or ");
-            let batch: Vec<QrsUser> = self.get_json("/qrs/user/full", &[("filter", &filter)]).await?;
+            let batch: Vec<QrsUser> = self
+                .get_json("/qrs/user/full", &[("filter", &filter)])
+                .await?;
             out.extend(batch);
         }
         Ok(out)
     }
 
     /// DELETE of one allocation, never retried; answers the status the QRS gave.
-    pub async fn delete_allocation(&self, kind: LicenseType, id: &str) -> Result<StatusCode, QrsError> {
+    pub async fn delete_allocation(
+        &self,
+        kind: LicenseType,
+        id: &str,
+    ) -> Result<StatusCode, QrsError> {
         let path = format!("/qrs/license/{}/{}", kind.table(), percent_encode(id));
         let (status, _) = self.call(Method::DELETE, &path, &[]).await?;
         Ok(status)
     }
 
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, &str)]) -> Result<T, QrsError> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, QrsError> {
         let endpoint = format!("GET {path}");
         let mut delay = self.retry.first_delay;
         let mut attempt = 1;
@@ -202,9 +227,16 @@ impl QrsClient {
     }
 
     /// One request on a fresh connection, bounded by `[qrs] timeout`.
-    async fn call(&self, method: Method, path: &str, query: &[(&str, &str)]) -> Result<(StatusCode, Bytes), QrsError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(StatusCode, Bytes), QrsError> {
         let endpoint = format!("{method} {path}");
-        match tokio::time::timeout(self.timeout, self.exchange(&endpoint, method, path, query)).await {
+        match tokio::time::timeout(self.timeout, self.exchange(&endpoint, method, path, query))
+            .await
+        {
             Ok(r) => r,
             Err(_) => Err(QrsError::Timeout {
                 endpoint,
@@ -221,11 +253,13 @@ impl QrsClient {
         query: &[(&str, &str)],
     ) -> Result<(StatusCode, Bytes), QrsError> {
         let addr = self.url.authority();
-        let tcp = TcpStream::connect(&addr).await.map_err(|source| QrsError::Connect {
-            endpoint: endpoint.to_string(),
-            addr: addr.clone(),
-            source,
-        })?;
+        let tcp = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| QrsError::Connect {
+                endpoint: endpoint.to_string(),
+                addr: addr.clone(),
+                source,
+            })?;
         let tls = self
             .connector
             .connect(self.server_name.clone(), tcp)
@@ -246,7 +280,10 @@ impl QrsClient {
         });
 
         let xrfkey = new_xrfkey();
-        let mut uri = format!("{}{path}?xrfkey={xrfkey}", self.url.path.trim_end_matches('/'));
+        let mut uri = format!(
+            "{}{path}?xrfkey={xrfkey}",
+            self.url.path.trim_end_matches('/')
+        );
         for (k, v) in query {
             uri.push_str(&format!("&{k}={}", percent_encode(v)));
         }
@@ -261,7 +298,12 @@ impl QrsClient {
             .map_err(|e| QrsError::Setup(format!("{endpoint}: cannot build the request: {e}")))?;
         let resp = sender.send_request(req).await.map_err(http_err)?;
         let status = resp.status();
-        let body = resp.into_body().collect().await.map_err(http_err)?.to_bytes();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(http_err)?
+            .to_bytes();
         Ok((status, body))
     }
 }

@@ -138,10 +138,7 @@ impl ReleaseRun<'_> {
             },
             decisions: Vec::new(),
         };
-        let stop = match self.execute(&mut report).await {
-            Ok(()) => None,
-            Err(reason) => Some(reason),
-        };
+        let stop = self.execute(&mut report).await.err();
         self.finish(&mut report, stop);
         report
     }
@@ -156,13 +153,24 @@ impl ReleaseRun<'_> {
             tracing::error!(run_id = %s.run_id, %reason, "license release run stopped");
             s.stop_reason = Some(reason);
             Outcome::Stopped
-        } else if report.decisions.iter().any(|d| d.decision == DecisionKind::Error) {
+        } else if report
+            .decisions
+            .iter()
+            .any(|d| d.decision == DecisionKind::Error)
+        {
             Outcome::RowErrors
         } else {
             Outcome::Ok
         };
-        let result = if s.outcome == Outcome::Ok { "ok" } else { "error" };
-        self.metrics.job_runs_total.with_label_values(&[JOB, result]).inc();
+        let result = if s.outcome == Outcome::Ok {
+            "ok"
+        } else {
+            "error"
+        };
+        self.metrics
+            .job_runs_total
+            .with_label_values(&[JOB, result])
+            .inc();
         if s.outcome == Outcome::Ok {
             self.metrics
                 .job_last_success_timestamp_seconds
@@ -173,11 +181,12 @@ impl ReleaseRun<'_> {
 
     async fn execute(&self, report: &mut ReleaseReport) -> Result<(), String> {
         let mut audit = AuditLog::open(self.audit_path).map_err(|e| e.to_string())?;
-        let tz: Tz = self
-            .config
-            .timezone
-            .parse()
-            .map_err(|_| format!("license.release.timezone: `{}` is not an IANA time zone", self.config.timezone))?;
+        let tz: Tz = self.config.timezone.parse().map_err(|_| {
+            format!(
+                "license.release.timezone: `{}` is not an IANA time zone",
+                self.config.timezone
+            )
+        })?;
 
         let mut settled = Vec::new();
         let mut candidates = Vec::new();
@@ -190,7 +199,8 @@ impl ReleaseRun<'_> {
                 continue;
             }
             let cutoff = cutoff(self.now, tz, type_config.threshold_days);
-            self.select(kind, cutoff, &mut settled, &mut candidates).await?;
+            self.select(kind, cutoff, &mut settled, &mut candidates)
+                .await?;
         }
 
         let cap = self.config.max_releases_per_run;
@@ -219,8 +229,14 @@ impl ReleaseRun<'_> {
                     .delete_allocation(decision.license_type, &decision.allocation_id)
                     .await
                 {
-                    Ok(StatusCode::NO_CONTENT) => (DecisionKind::Released, "unused since the cutoff".to_string()),
-                    Ok(StatusCode::NOT_FOUND) => (DecisionKind::AlreadyGone, "the QRS no longer has it (404)".into()),
+                    Ok(StatusCode::NO_CONTENT) => (
+                        DecisionKind::Released,
+                        "unused since the cutoff".to_string(),
+                    ),
+                    Ok(StatusCode::NOT_FOUND) => (
+                        DecisionKind::AlreadyGone,
+                        "the QRS no longer has it (404)".into(),
+                    ),
                     Ok(status) => (DecisionKind::Error, format!("DELETE answered {status}")),
                     Err(e) => (DecisionKind::Error, e.to_string()),
                 };
@@ -275,7 +291,10 @@ impl ReleaseRun<'_> {
             d.days_unused = Some((self.now - last_used).num_days());
             if row.quarantined {
                 d.decision = DecisionKind::Quarantined;
-                d.reason = format!("quarantined until {}", row.quarantine_end.as_deref().unwrap_or("unknown"));
+                d.reason = format!(
+                    "quarantined until {}",
+                    row.quarantine_end.as_deref().unwrap_or("unknown")
+                );
                 settled.push(d);
             } else if row.user.is_none() {
                 d.reason = "the allocation names no user".into();
@@ -297,9 +316,16 @@ impl ReleaseRun<'_> {
             .filter_map(|(row, _)| row.user.as_ref().map(|u| u.id.clone()))
             .collect();
         let users = self.client.users(&ids).await.map_err(|e| e.to_string())?;
-        let by_id: HashMap<String, _> = users.into_iter().map(|u| (u.id.to_lowercase(), u)).collect();
+        let by_id: HashMap<String, _> = users
+            .into_iter()
+            .map(|u| (u.id.to_lowercase(), u))
+            .collect();
         for (row, mut d) in waiting {
-            let user_id = row.user.as_ref().map(|u| u.id.to_lowercase()).unwrap_or_default();
+            let user_id = row
+                .user
+                .as_ref()
+                .map(|u| u.id.to_lowercase())
+                .unwrap_or_default();
             match by_id.get(&user_id) {
                 None => {
                     d.reason = format!("user {user_id} not found in the QRS");
@@ -318,7 +344,12 @@ impl ReleaseRun<'_> {
         Ok(())
     }
 
-    fn record(&self, audit: &mut AuditLog, report: &mut ReleaseReport, d: Decision) -> Result<(), String> {
+    fn record(
+        &self,
+        audit: &mut AuditLog,
+        report: &mut ReleaseReport,
+        d: Decision,
+    ) -> Result<(), String> {
         self.metrics
             .license_release_decisions_total
             .with_label_values(&[d.license_type.as_str(), d.decision.as_str()])

@@ -60,7 +60,11 @@ pub fn protecting_rule(user: &QrsUser, never: &NeverRelease) -> Option<Rule> {
     let flags = [
         (never.inactive, user.inactive, Rule::Inactive),
         (never.blocked, user.blacklisted, Rule::Blocked),
-        (never.removed_externally, user.removed_externally, Rule::RemovedExternally),
+        (
+            never.removed_externally,
+            user.removed_externally,
+            Rule::RemovedExternally,
+        ),
     ];
     flags.into_iter().find_map(|(rule, flag, which)| {
         let protects = match rule {

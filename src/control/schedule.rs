@@ -15,16 +15,16 @@ pub enum Schedule {
     At { hour: u32, minute: u32 },
 }
 
-const FORMS: &str = "write \"every N minutes\", \"every N hours\", \"every N days\" or \"at HH:MM\" (UTC)";
+const FORMS: &str =
+    "write \"every N minutes\", \"every N hours\", \"every N days\" or \"at HH:MM\" (UTC)";
 
 impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, String> {
         let lower = text.trim().to_ascii_lowercase();
         let words: Vec<&str> = lower.split_whitespace().collect();
         match words.as_slice() {
-            ["every", unit] => Schedule::parse(&format!("every 1 {unit}")).map_err(|_| {
-                format!("`{text}` is not a schedule; {FORMS}")
-            }),
+            ["every", unit] => Schedule::parse(&format!("every 1 {unit}"))
+                .map_err(|_| format!("`{text}` is not a schedule; {FORMS}")),
             ["every", n, unit] => {
                 let n: u32 = n
                     .parse()
@@ -38,7 +38,9 @@ impl Schedule {
                     _ => return Err(format!("`{text}`: unknown unit `{unit}`; {FORMS}")),
                 };
                 if n == 0 || n > limit {
-                    return Err(format!("`{text}`: N must be 1 to {limit} for {unit}s; {FORMS}"));
+                    return Err(format!(
+                        "`{text}`: N must be 1 to {limit} for {unit}s; {FORMS}"
+                    ));
                 }
                 Ok(make(n))
             }
@@ -75,9 +77,11 @@ impl Schedule {
 
     fn fires_at(&self, t: DateTime<Utc>) -> bool {
         match *self {
-            Schedule::EveryMinutes(n) => t.minute() % n == 0,
-            Schedule::EveryHours(n) => t.minute() == 0 && t.hour() % n == 0,
-            Schedule::EveryDays(n) => t.minute() == 0 && t.hour() == 0 && (t.day() - 1) % n == 0,
+            Schedule::EveryMinutes(n) => t.minute().is_multiple_of(n),
+            Schedule::EveryHours(n) => t.minute() == 0 && t.hour().is_multiple_of(n),
+            Schedule::EveryDays(n) => {
+                t.minute() == 0 && t.hour() == 0 && (t.day() - 1).is_multiple_of(n)
+            }
             Schedule::At { hour, minute } => t.hour() == hour && t.minute() == minute,
         }
     }
@@ -85,5 +89,7 @@ impl Schedule {
 
 /// Convenience for tests and callers that hold a naive UTC time.
 pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid UTC time")
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+        .single()
+        .expect("valid UTC time")
 }

@@ -36,10 +36,16 @@ impl ControlStatus {
 
     /// A failed monitor run: the last snapshot stays, the error is shown next to it.
     pub fn set_license_error(&self, error: String) {
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).license_error = Some(error);
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .license_error = Some(error);
     }
 
     pub fn set_release(&self, summary: ReleaseSummary) {
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).last_release = Some(summary);
+        self.inner
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_release = Some(summary);
     }
 }

@@ -64,7 +64,9 @@ max_releases_per_run = 200
 pub async fn site(population: Population) -> Site {
     let certs = SimCerts::generate().expect("certificates");
     let dir = tempfile::tempdir().expect("temp dir");
-    certs.write_to(&dir.path().join("certs")).expect("write certs");
+    certs
+        .write_to(&dir.path().join("certs"))
+        .expect("write certs");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let qrs = qrs::start(listener, &certs, population).await;
     qrs.set_now(Some(now()));
@@ -93,14 +95,26 @@ impl Site {
     }
 
     pub fn release_config(&self) -> ReleaseConfig {
-        self.config.file.license.as_ref().unwrap().release.clone().unwrap()
+        self.config
+            .file
+            .license
+            .as_ref()
+            .unwrap()
+            .release
+            .clone()
+            .unwrap()
     }
 
     pub fn audit_path(&self) -> PathBuf {
         self.dir.path().join("var/audit.jsonl")
     }
 
-    pub async fn release(&self, config: &ReleaseConfig, now: DateTime<Utc>, dry_run: bool) -> ReleaseReport {
+    pub async fn release(
+        &self,
+        config: &ReleaseConfig,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> ReleaseReport {
         let client = self.client();
         let audit = self.audit_path();
         let run = ReleaseRun {
@@ -111,7 +125,9 @@ impl Site {
             now,
             dry_run,
         };
-        tokio::time::timeout(TEST_TIMEOUT, run.run()).await.expect("release run timed out")
+        tokio::time::timeout(TEST_TIMEOUT, run.run())
+            .await
+            .expect("release run timed out")
     }
 
     /// Allocation ids the sim received a DELETE for, in order.

@@ -9,7 +9,11 @@ use std::cmp::Ordering;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    Cmp { field: String, op: Op, value: Literal },
+    Cmp {
+        field: String,
+        op: Op,
+        value: Literal,
+    },
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
 }
@@ -99,7 +103,10 @@ impl Filter {
         let mut p = Parser { tokens, at: 0 };
         let f = p.or_expr()?;
         if p.at != p.tokens.len() {
-            return Err(FilterError(format!("unexpected {:?} after a complete expression", p.tokens[p.at])));
+            return Err(FilterError(format!(
+                "unexpected {:?} after a complete expression",
+                p.tokens[p.at]
+            )));
         }
         Ok(f)
     }
@@ -164,18 +171,30 @@ impl Parser {
             Some(Token::Word(field)) => {
                 let op = match self.next() {
                     Some(Token::Word(op)) => parse_op(&op)?,
-                    other => return Err(FilterError(format!("expected an operator after `{field}`, found {other:?}"))),
+                    other => {
+                        return Err(FilterError(format!(
+                            "expected an operator after `{field}`, found {other:?}"
+                        )))
+                    }
                 };
                 let value = match self.next() {
                     Some(Token::Quoted(s)) => Literal::Text(s),
-                    Some(Token::Word(w)) if !w.eq_ignore_ascii_case("and") && !w.eq_ignore_ascii_case("or") => {
+                    Some(Token::Word(w))
+                        if !w.eq_ignore_ascii_case("and") && !w.eq_ignore_ascii_case("or") =>
+                    {
                         Literal::Bare(w)
                     }
-                    other => return Err(FilterError(format!("expected a value after `{field}`, found {other:?}"))),
+                    other => {
+                        return Err(FilterError(format!(
+                            "expected a value after `{field}`, found {other:?}"
+                        )))
+                    }
                 };
                 Ok(Filter::Cmp { field, op, value })
             }
-            other => Err(FilterError(format!("expected a field name, found {other:?}"))),
+            other => Err(FilterError(format!(
+                "expected a field name, found {other:?}"
+            ))),
         }
     }
 }
@@ -209,7 +228,9 @@ fn lookup<'a>(row: &'a Value, field: &str) -> Option<&'a Value> {
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn compare(actual: &Value, op: Op, literal: &Literal) -> Result<bool, FilterError> {
@@ -284,14 +305,28 @@ mod tests {
     #[test]
     fn times_compare_as_instants() {
         let f = Filter::parse("lastUsed le '2026-10-23T23:59:59.999Z'").unwrap();
-        assert!(f.matches(&json!({"lastUsed": "2026-10-23T23:59:59.999Z"})).unwrap());
-        assert!(!f.matches(&json!({"lastUsed": "2026-10-24T00:00:00.000Z"})).unwrap());
-        assert!(f.matches(&json!({"lastUsed": "2026-10-24T01:59:59.999+02:00"})).unwrap());
+        assert!(f
+            .matches(&json!({"lastUsed": "2026-10-23T23:59:59.999Z"}))
+            .unwrap());
+        assert!(!f
+            .matches(&json!({"lastUsed": "2026-10-24T00:00:00.000Z"}))
+            .unwrap());
+        assert!(f
+            .matches(&json!({"lastUsed": "2026-10-24T01:59:59.999+02:00"}))
+            .unwrap());
     }
 
     #[test]
     fn malformed_filters_are_errors() {
-        for bad in ["lastUsed", "lastUsed le", "id eq 'x", "id zz 1", "(id eq 1", "id eq 1 and", "id eq 1 x"] {
+        for bad in [
+            "lastUsed",
+            "lastUsed le",
+            "id eq 'x",
+            "id zz 1",
+            "(id eq 1",
+            "id eq 1 and",
+            "id eq 1 x",
+        ] {
             assert!(Filter::parse(bad).is_err(), "{bad}");
         }
         let f = Filter::parse("nosuch eq 1").unwrap();
@@ -301,6 +336,8 @@ mod tests {
     #[test]
     fn nested_fields_and_quotes() {
         let f = Filter::parse("(user.userDirectory eq 'lab') and name eq 'O''Brien'").unwrap();
-        assert!(f.matches(&json!({"user": {"userDirectory": "LAB"}, "name": "o'brien"})).unwrap());
+        assert!(f
+            .matches(&json!({"user": {"userDirectory": "LAB"}, "name": "o'brien"}))
+            .unwrap());
     }
 }

@@ -222,5 +222,7 @@ fn stable_id(kind: &str, name: &str) -> String {
     let digest = Sha256::digest(format!("{kind}:{}", name.to_lowercase()).as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }

@@ -36,7 +36,12 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Reply {
     let key = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("xrfkey"));
     match (key, header("x-qlik-xrfkey")) {
         (Some((_, q)), Some(h)) if q.len() == 16 && *q == h => {}
-        _ => return text(StatusCode::FORBIDDEN, "XSRF prevention check failed. Possible XSRF discovered."),
+        _ => {
+            return text(
+                StatusCode::FORBIDDEN,
+                "XSRF prevention check failed. Possible XSRF discovered.",
+            )
+        }
     }
     let filter = query
         .iter()
@@ -111,7 +116,10 @@ fn delete(state: &State, kind: LicenseType, id: &str) -> Reply {
         .iter()
         .any(|f| f.eq_ignore_ascii_case(id))
     {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "simulated repository failure");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulated repository failure",
+        );
     }
     let now = state.now();
     let mut pop = lock(&state.population);

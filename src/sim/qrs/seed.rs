@@ -10,8 +10,13 @@ use rand::{Rng, SeedableRng};
 
 const DIRECTORIES: &[&str] = &["CORP", "LAB", "SALES", "EXTERNAL"];
 const SERVICE_ACCOUNTS: &[&str] = &["sa_repository", "sa_api", "sa_scheduler", "sa_proxy"];
-const FIRST: &[&str] = &["anna", "bjorn", "carla", "dev", "emil", "fatima", "goran", "hana", "ivan", "julia", "karl", "lena"];
-const LAST: &[&str] = &["berg", "chen", "diaz", "eriksson", "fischer", "garcia", "holm", "ito", "jensen", "kowalski"];
+const FIRST: &[&str] = &[
+    "anna", "bjorn", "carla", "dev", "emil", "fatima", "goran", "hana", "ivan", "julia", "karl",
+    "lena",
+];
+const LAST: &[&str] = &[
+    "berg", "chen", "diaz", "eriksson", "fischer", "garcia", "holm", "ito", "jensen", "kowalski",
+];
 
 pub const DO_NOT_RELEASE_TAG: &str = "License do not release";
 pub const LICENSE_PROPERTY: &str = "LicenseManage";
@@ -36,12 +41,15 @@ pub fn seeded(seed: u64, users: usize, now: DateTime<Utc>) -> Population {
             u.tags.push(DO_NOT_RELEASE_TAG.into());
         }
         if rng.gen_bool(0.15) {
-            u.tags.push(["Finance", "Sales", "Pilot"][rng.gen_range(0..3)].into());
+            u.tags
+                .push(["Finance", "Sales", "Pilot"][rng.gen_range(0..3)].into());
         }
         if rng.gen_bool(0.06) {
-            u.custom_properties.push((LICENSE_PROPERTY.into(), "do-not-release".into()));
+            u.custom_properties
+                .push((LICENSE_PROPERTY.into(), "do-not-release".into()));
         } else if rng.gen_bool(0.1) {
-            u.custom_properties.push((LICENSE_PROPERTY.into(), "auto".into()));
+            u.custom_properties
+                .push((LICENSE_PROPERTY.into(), "auto".into()));
         }
         u.inactive = rng.gen_bool(0.05);
         u.blacklisted = rng.gen_bool(0.03);
@@ -62,8 +70,15 @@ pub fn seeded(seed: u64, users: usize, now: DateTime<Utc>) -> Population {
         pop.allocations.push(a);
     }
     for _ in 0..5 {
-        let kind = if rng.gen_bool(0.5) { LicenseType::Professional } else { LicenseType::Analyzer };
-        let gone = SimUser::new(DIRECTORIES[rng.gen_range(0..DIRECTORIES.len())], &format!("left{}", rng.gen_range(100..999)));
+        let kind = if rng.gen_bool(0.5) {
+            LicenseType::Professional
+        } else {
+            LicenseType::Analyzer
+        };
+        let gone = SimUser::new(
+            DIRECTORIES[rng.gen_range(0..DIRECTORIES.len())],
+            &format!("left{}", rng.gen_range(100..999)),
+        );
         let mut a = SimAllocation::new(kind, &gone, now - Duration::hours(rng.gen_range(1..160)));
         a.id = guid(&mut rng);
         a.quarantine(Some(&gone));
@@ -79,7 +94,9 @@ pub fn seeded(seed: u64, users: usize, now: DateTime<Utc>) -> Population {
 }
 
 fn guid(rng: &mut StdRng) -> String {
-    uuid::Builder::from_random_bytes(rng.gen()).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(rng.gen())
+        .into_uuid()
+        .to_string()
 }
 
 fn capitalise(s: &str) -> String {
