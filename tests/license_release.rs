@@ -554,3 +554,72 @@ async fn two_runs_never_overlap() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn users_are_fetched_in_batches() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        for i in 0..120 {
+            give(
+                &site.qrs,
+                SimUser::new("LAB", &format!("u{i}")),
+                LicenseType::Analyzer,
+                days_ago(40),
+            );
+        }
+        let report = site.release(&site.release_config(), now(), true).await;
+        assert_eq!(report.summary.counts.get("would_release"), Some(&120));
+        assert_eq!(
+            site.qrs.request_count("GET", "/qrs/user/full"),
+            3,
+            "50 users per call"
+        );
+        assert_eq!(
+            site.qrs.method_count("GET"),
+            5,
+            "two license lists and three user batches, nothing else"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_run_over_a_realistic_site_keeps_every_rule() {
+    timeout(TEST_TIMEOUT, async {
+        let pop = qlik_lb::sim::qrs::seed::seeded(42, 400, now());
+        let site = site(pop.clone()).await;
+        let mut cfg = site.release_config();
+        cfg.max_releases_per_run = 1000;
+        cfg.never.tags = vec![qlik_lb::sim::qrs::seed::DO_NOT_RELEASE_TAG.into()];
+        cfg.never.custom_properties = vec![CustomPropertyRule {
+            name: "LicenseManage".into(),
+            value: "do-not-release".into(),
+        }];
+        cfg.never.user_directories = vec!["INTERNAL".into()];
+        cfg.never.inactive = FlagRule::Yes;
+        let report = site.release(&cfg, now(), false).await;
+        assert_eq!(report.summary.outcome, Outcome::Ok, "{:?}", report.summary);
+        let cut = cutoff(now(), chrono_tz::UTC, 30);
+        let released: BTreeSet<String> = site.deleted_ids().into_iter().collect();
+        assert!(released.len() > 50, "{}", released.len());
+        for a in &pop.allocations {
+            let user = a.user.as_deref().and_then(|id| pop.user(id));
+            let keep = a.last_used > cut
+                || a.quarantined
+                || user.is_none_or(|u| {
+                    u.inactive
+                        || u.user_directory == "INTERNAL"
+                        || u.tags
+                            .iter()
+                            .any(|t| t == qlik_lb::sim::qrs::seed::DO_NOT_RELEASE_TAG)
+                        || u.custom_properties
+                            .iter()
+                            .any(|(n, v)| n == "LicenseManage" && v == "do-not-release")
+                });
+            assert_eq!(released.contains(&a.id), !keep, "{a:?} {user:?}");
+        }
+    })
+    .await
+    .unwrap();
+}

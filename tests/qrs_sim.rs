@@ -432,3 +432,89 @@ async fn stopped_sim_refuses_connections_until_restarted() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn client_sends_a_fresh_key_and_the_security_context_on_every_call() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        let client = site.client();
+        for _ in 0..3 {
+            client.overview().await.unwrap();
+        }
+        let keys: BTreeSet<String> = site
+            .qrs
+            .requests()
+            .iter()
+            .map(|r| {
+                assert_eq!(
+                    r.qlik_user.as_deref(),
+                    Some("UserDirectory=INTERNAL; UserId=sa_api")
+                );
+                let key = r.xrfkey_header.clone().unwrap();
+                assert!(
+                    key.len() == 16 && key.chars().all(|c| c.is_ascii_alphanumeric()),
+                    "{key}"
+                );
+                assert!(r.query.contains(&format!("xrfkey={key}")));
+                key
+            })
+            .collect();
+        assert_eq!(keys.len(), 3, "a new key per call");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn gets_are_retried_on_5xx_and_a_final_failure_names_endpoint_and_status() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        let client = site.client(); // 3 attempts
+        site.qrs.fail_next_gets(2);
+        client.overview().await.expect("the third attempt succeeds");
+        assert_eq!(
+            site.qrs
+                .request_count("GET", "/qrs/license/accesstypeoverview"),
+            3
+        );
+        site.qrs.fail_next_gets(3);
+        let err = client.overview().await.unwrap_err().to_string();
+        assert!(
+            err.contains("GET /qrs/license/accesstypeoverview") && err.contains("503"),
+            "{err}"
+        );
+        assert_eq!(
+            site.qrs
+                .request_count("GET", "/qrs/license/accesstypeoverview"),
+            6
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn verify_server_checks_the_qrs_certificate_against_ca() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        // A CA that did not sign the server certificate.
+        let stranger = qlik_lb::sim::certs::SimCerts::generate().unwrap();
+        let other_ca = site.dir.path().join("other-root.pem");
+        std::fs::write(&other_ca, &stranger.ca.cert_pem).unwrap();
+        let mut config = site.config.clone();
+        let certs = config.file.qlik_certs.as_mut().unwrap();
+        certs.ca = other_ca;
+        certs.verify_server = true;
+        let client = qlik_lb::control::qrs_client::QrsClient::from_config(&config).unwrap();
+        let err = client.overview().await.unwrap_err().to_string();
+        assert!(err.contains("TLS handshake"), "{err}");
+        config.file.qlik_certs.as_mut().unwrap().verify_server = false;
+        let client = qlik_lb::control::qrs_client::QrsClient::from_config(&config).unwrap();
+        client
+            .overview()
+            .await
+            .expect("verify_server = false accepts the QRS certificate");
+    })
+    .await
+    .unwrap();
+}

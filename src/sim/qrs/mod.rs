@@ -27,6 +27,7 @@ pub struct RequestRecord {
     /// The decoded query string.
     pub query: String,
     pub qlik_user: Option<String>,
+    pub xrfkey_header: Option<String>,
 }
 
 /// Called with the allocation id when a DELETE arrives, before it is answered.
@@ -37,6 +38,7 @@ struct Hostile {
     ignore_filter: bool,
     fail_delete: HashSet<String>,
     garbage_json: bool,
+    failing_gets: usize,
 }
 
 struct State {
@@ -161,6 +163,11 @@ impl QrsHandle {
     /// Hostile: answer every successful GET with a body that is not JSON.
     pub fn set_garbage_json(&self, on: bool) {
         lock(&self.state.hostile).garbage_json = on;
+    }
+
+    /// Hostile: answer the next `n` GETs with 503, as a busy repository does.
+    pub fn fail_next_gets(&self, n: usize) {
+        lock(&self.state.hostile).failing_gets = n;
     }
 
     /// Stops listening and drops open connections: clients get "connection refused".

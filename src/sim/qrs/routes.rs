@@ -31,6 +31,7 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Reply {
             .collect::<Vec<_>>()
             .join("&"),
         qlik_user: header("x-qlik-user"),
+        xrfkey_header: header("x-qlik-xrfkey"),
     });
 
     let key = query.iter().find(|(k, _)| k.eq_ignore_ascii_case("xrfkey"));
@@ -55,6 +56,13 @@ pub(super) async fn handle(state: &State, req: Request<Incoming>) -> Reply {
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    if method == Method::GET {
+        let mut hostile = lock(&state.hostile);
+        if hostile.failing_gets > 0 {
+            hostile.failing_gets -= 1;
+            return text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+        }
+    }
     match (method, segs.as_slice()) {
         (Method::GET, ["qrs", "license", "accesstypeoverview"]) => {
             let overview = lock(&state.overview).clone();
