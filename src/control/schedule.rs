@@ -1,5 +1,6 @@
 //! Job schedules in the text Butler (later.js) users already write: `every N minutes|hours|days`,
-//! clock-aligned in UTC, and `at HH:MM` (daily, UTC). Anything else is a config error.
+//! (also `every minute|hour|day`), clock-aligned in UTC, and `at HH:MM` (daily, UTC). Anything
+//! else is a config error.
 
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Timelike, Utc};
 
