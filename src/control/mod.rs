@@ -1,4 +1,15 @@
 //! The control plane: QRS client, schedules, license monitor and license release.
 
+pub mod audit;
 pub mod cli;
+pub mod jobs;
+pub mod monitor;
+pub mod qrs_client;
+pub mod qrs_model;
+pub mod release;
+pub mod rules;
 pub mod schedule;
+pub mod status;
+
+pub use qrs_model::LicenseType;
+pub use status::{ControlStatus, ControlStatusView};

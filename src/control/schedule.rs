@@ -1,5 +1,6 @@
 //! Job schedules in the text Butler (later.js) users already write: `every N minutes|hours|days`,
-//! clock-aligned in UTC, and `at HH:MM` (daily, UTC). Anything else is a config error.
+//! (also `every minute|hour|day`), clock-aligned in UTC, and `at HH:MM` (daily, UTC). Anything
+//! else is a config error.
 
 use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Timelike, Utc};
 
@@ -7,7 +8,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveTime, TimeZone, Timelike, Utc};
 pub enum Schedule {
     /// Fires when the minute of the hour is a multiple of N (N < 60), as later.js does.
     EveryMinutes(u32),
-    /// Fires at minute 0 of every hour that is a multiple of N (N < 24).
+    /// Fires at minute 0 of every hour that is a multiple of N (N <= 24; 24 means midnight).
     EveryHours(u32),
     /// Fires at 00:00 on days of the month 1, 1+N, 1+2N, ...
     EveryDays(u32),
@@ -23,6 +24,8 @@ impl Schedule {
         let lower = text.trim().to_ascii_lowercase();
         let words: Vec<&str> = lower.split_whitespace().collect();
         match words.as_slice() {
+            ["every", unit] => Schedule::parse(&format!("every 1 {unit}"))
+                .map_err(|_| format!("`{text}` is not a schedule; {FORMS}")),
             ["every", n, unit] => {
                 let n: u32 = n
                     .parse()
@@ -30,7 +33,8 @@ impl Schedule {
                 let unit = unit.trim_end_matches('s');
                 let (limit, make): (u32, fn(u32) -> Schedule) = match unit {
                     "minute" => (59, Schedule::EveryMinutes),
-                    "hour" => (23, Schedule::EveryHours),
+                    // 24 is the default "every 24 hours": midnight UTC, as later.js reads it.
+                    "hour" => (24, Schedule::EveryHours),
                     "day" => (31, Schedule::EveryDays),
                     _ => return Err(format!("`{text}`: unknown unit `{unit}`; {FORMS}")),
                 };
@@ -74,9 +78,11 @@ impl Schedule {
 
     fn fires_at(&self, t: DateTime<Utc>) -> bool {
         match *self {
-            Schedule::EveryMinutes(n) => t.minute() % n == 0,
-            Schedule::EveryHours(n) => t.minute() == 0 && t.hour() % n == 0,
-            Schedule::EveryDays(n) => t.minute() == 0 && t.hour() == 0 && (t.day() - 1) % n == 0,
+            Schedule::EveryMinutes(n) => t.minute().is_multiple_of(n),
+            Schedule::EveryHours(n) => t.minute() == 0 && t.hour().is_multiple_of(n),
+            Schedule::EveryDays(n) => {
+                t.minute() == 0 && t.hour() == 0 && (t.day() - 1).is_multiple_of(n)
+            }
             Schedule::At { hour, minute } => t.hour() == hour && t.minute() == minute,
         }
     }

@@ -1,9 +1,12 @@
 //! A simulated Qlik Sense site: engine/QPS nodes, QIX WebSockets, and a QRS over mutual TLS.
+
+pub mod certs;
 pub mod cli;
 pub mod control;
 pub mod engine;
 pub mod node;
 pub mod qix;
 pub mod qps;
+pub mod qrs;
 mod serve;
 pub mod wire;
