@@ -3,6 +3,7 @@
 
 use crate::admin::{self, AdminCtx};
 use crate::config::Config;
+use crate::control::{jobs::spawn_jobs, ControlStatus};
 use crate::metrics::Metrics;
 use crate::proxy::{listener::serve_frontend, Lifecycle, ProxyCtx};
 use crate::runtime::{Runtime, Shared, SharedRuntime};
@@ -36,6 +37,8 @@ pub struct Instance {
     pub frontends: Vec<(String, SocketAddr)>,
     pub admin: Option<SocketAddr>,
     pub lb_module: Option<SocketAddr>,
+    /// Last license snapshot and release run, for the status API.
+    pub control: Arc<ControlStatus>,
     background: CancellationToken,
     grace: Duration,
 }
@@ -101,6 +104,8 @@ impl Instance {
             }
             None => None,
         };
+        let control = Arc::new(ControlStatus::new());
+        spawn_jobs(cfg.clone(), shared.metrics.clone(), control.clone(), background.clone());
         let grace = cfg
             .file
             .admin
@@ -114,6 +119,7 @@ impl Instance {
             frontends,
             admin,
             lb_module: None,
+            control,
             background,
             grace,
         })

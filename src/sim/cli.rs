@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::node::start_nodes;
+use super::site::SimSite;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {
@@ -14,7 +14,7 @@ pub struct SimArgs {
     /// Node i (1..N) listens on base-port + i - 1.
     #[arg(long)]
     pub base_port: u16,
-    /// QRS port (default base-port + N); served once the QRS is part of the simulator.
+    /// QRS port (default base-port + N).
     #[arg(long)]
     pub qrs_port: Option<u16>,
     /// Where root.pem, client.pem and client_key.pem are written.
@@ -45,18 +45,23 @@ pub fn run(args: SimArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    runtime.block_on(serve(args.nodes, bind, args.base_port))
+    runtime.block_on(serve(args, bind))
 }
 
-async fn serve(n: u16, bind: IpAddr, base_port: u16) -> ExitCode {
-    let nodes = match start_nodes(n, bind, Some(base_port)).await {
-        Ok(nodes) => nodes,
+async fn serve(args: SimArgs, bind: IpAddr) -> ExitCode {
+    let Some(default_qrs) = args.base_port.checked_add(args.nodes) else {
+        eprintln!("qlik-lb sim: --base-port + --nodes is past the last port");
+        return ExitCode::from(2);
+    };
+    let qrs_port = args.qrs_port.unwrap_or(default_qrs);
+    let site = match SimSite::start(args.nodes, bind, Some(args.base_port), Some(qrs_port), &args.cert_dir).await {
+        Ok(site) => site,
         Err(e) => {
             eprintln!("qlik-lb sim: {e}");
             return ExitCode::from(1);
         }
     };
-    for node in &nodes {
+    for node in &site.nodes {
         println!(
             "{} {}  (health {}/engine/healthcheck, control {}/__sim/control)",
             node.id(),
@@ -65,13 +70,16 @@ async fn serve(n: u16, bind: IpAddr, base_port: u16) -> ExitCode {
             node.url()
         );
     }
+    println!(
+        "qrs   {}  (mutual TLS; root.pem, client.pem, client_key.pem in {})",
+        site.qrs.url(),
+        site.cert_dir.display()
+    );
     if let Err(e) = shutdown_signal().await {
         eprintln!("qlik-lb sim: cannot wait for a stop signal: {e}");
         return ExitCode::from(1);
     }
-    for node in nodes {
-        node.shutdown().await;
-    }
+    site.shutdown().await;
     ExitCode::SUCCESS
 }
 
