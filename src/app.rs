@@ -105,7 +105,12 @@ impl Instance {
             None => None,
         };
         let control = Arc::new(ControlStatus::new());
-        spawn_jobs(cfg.clone(), shared.metrics.clone(), control.clone(), background.clone());
+        spawn_jobs(
+            cfg.clone(),
+            shared.metrics.clone(),
+            control.clone(),
+            background.clone(),
+        );
         let grace = cfg
             .file
             .admin
@@ -152,7 +157,10 @@ impl Instance {
 /// `qlik-lb check`: prints `ok` or every error, exit 0 or 1.
 pub fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
-        Ok(_) => {
+        Ok(cfg) => {
+            for missing in &cfg.missing_files {
+                println!("warning: {}: {missing} (needed to start)", path.display());
+            }
             println!("ok");
             ExitCode::SUCCESS
         }

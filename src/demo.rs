@@ -46,7 +46,10 @@ pub struct Demo {
 
 impl Demo {
     pub async fn start(args: &DemoArgs) -> Result<Demo, DemoError> {
-        let dir = tempfile::Builder::new().prefix("qlik-lb-demo-").tempdir().map_err(DemoError::TempDir)?;
+        let dir = tempfile::Builder::new()
+            .prefix("qlik-lb-demo-")
+            .tempdir()
+            .map_err(DemoError::TempDir)?;
         let cert_dir = dir.path().join("certs");
         let site = SimSite::start(3, IpAddr::from([127, 0, 0, 1]), None, None, &cert_dir).await?;
         let config_text = demo_config(&site, args, dir.path());
@@ -66,15 +69,37 @@ impl Demo {
     }
 
     fn banner(&self) -> String {
-        let fd = self.instance.frontend_addr("public").map(|a| a.to_string()).unwrap_or_default();
-        let admin = self.instance.admin.map(|a| a.to_string()).unwrap_or_default();
-        let lb = self.instance.lb_module.map(|a| a.to_string()).unwrap_or_default();
+        let fd = self
+            .instance
+            .frontend_addr("public")
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let admin = self
+            .instance
+            .admin
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let lb = self
+            .instance
+            .lb_module
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let mut nodes = String::new();
         for n in &self.site.nodes {
-            nodes.push_str(&format!("                {}  {}   (control: POST {}/__sim/control)\n", n.id(), n.url(), n.url()));
+            nodes.push_str(&format!(
+                "                {}  {}   (control: POST {}/__sim/control)\n",
+                n.id(),
+                n.url(),
+                n.url()
+            ));
         }
         let first_node = self.site.nodes.first().map(|n| n.url()).unwrap_or_default();
-        let engines: Vec<String> = self.site.nodes.iter().map(|n| format!("\"wss://{}\"", n.addr())).collect();
+        let engines: Vec<String> = self
+            .site
+            .nodes
+            .iter()
+            .map(|n| format!("\"wss://{}\"", n.addr()))
+            .collect();
         format!(
             "\nqlik-lb demo: a simulated 3-node Qlik Sense site with qlik-lb in front of it\n\n\
              front door    http://{fd}/hub         sticky cookie QLB_ROUTE, WebSocket at ws://{fd}/app/{DEMO_APP}\n\

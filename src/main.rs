@@ -32,6 +32,15 @@ struct ConfigArg {
     /// The TOML config file.
     #[arg(short, long, default_value = "config/qlik-lb.toml")]
     config: PathBuf,
+    /// The config file, given without --config.
+    #[arg(value_name = "FILE", conflicts_with = "config")]
+    file: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn path(&self) -> &std::path::Path {
+        self.file.as_deref().unwrap_or(&self.config)
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,17 +90,17 @@ fn main() -> ExitCode {
         matches!(cli.log_format, LogFormat::Json),
     );
     match cli.command {
-        Command::Check(c) => qlik_lb::app::check(&c.config),
-        Command::Run(c) => qlik_lb::app::run_from_file(&c.config),
+        Command::Check(c) => qlik_lb::app::check(c.path()),
+        Command::Run(c) => qlik_lb::app::run_from_file(c.path()),
         Command::Demo(args) => qlik_lb::demo::run(args),
         Command::Sim(args) => qlik_lb::sim::cli::run(args),
         Command::License { job } => match job {
             LicenseJob::Monitor { config, .. } => {
-                qlik_lb::control::cli::monitor_once(&config.config)
+                qlik_lb::control::cli::monitor_once(config.path())
             }
             LicenseJob::Release {
                 config, dry_run, ..
-            } => qlik_lb::control::cli::release_once(&config.config, dry_run),
+            } => qlik_lb::control::cli::release_once(config.path(), dry_run),
         },
     }
 }

@@ -52,7 +52,8 @@ impl Runtime {
     /// Builds everything the config describes that can fail (secrets, certificates) before
     /// anything is swapped in; on error nothing changes.
     pub fn build(config: Config, shared: &Shared) -> Result<Runtime, ConfigErrors> {
-        let mut errors = Vec::new();
+        // Files may have been absent when the config was checked; to start, they must exist.
+        let mut errors = config.missing_files.clone();
         let mut secrets = HashMap::new();
         for (i, p) in config.file.pool.iter().enumerate() {
             if let Some(secret_file) = &p.sticky.secret_file {

@@ -13,7 +13,10 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const TRANSCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/qlik/fixtures/qix-session.txt");
+const TRANSCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/qlik/fixtures/qix-session.txt"
+);
 
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
@@ -26,13 +29,19 @@ async fn demo() -> Demo {
     Demo::start(&args).await.expect("demo starts")
 }
 
-async fn connect(addr: std::net::SocketAddr, path: &str, cookie: Option<&str>) -> (Ws, Option<String>) {
+async fn connect(
+    addr: std::net::SocketAddr,
+    path: &str,
+    cookie: Option<&str>,
+) -> (Ws, Option<String>) {
     let mut req = format!("ws://{addr}{path}").into_client_request().unwrap();
     if let Some(c) = cookie {
         req.headers_mut().insert("cookie", c.parse().unwrap());
     }
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.expect("upgrade");
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp)
+        .await
+        .expect("upgrade");
     let pin = resp
         .headers()
         .get_all("set-cookie")
@@ -90,9 +99,17 @@ async fn a_qix_session_through_the_front_door_stays_on_one_node_across_reconnect
         ws.close(None).await.ok();
         for _ in 0..5 {
             let cookie = format!("QLB_ROUTE={pin}");
-            let (mut again, repin) = connect(addr, &format!("/sales/app/{DEMO_APP}"), Some(&cookie)).await;
-            assert!(repin.is_none(), "a reconnect with the cookie is not re-pinned");
-            assert_eq!(replay(&mut again).await, node, "every reconnect lands on the same engine");
+            let (mut again, repin) =
+                connect(addr, &format!("/sales/app/{DEMO_APP}"), Some(&cookie)).await;
+            assert!(
+                repin.is_none(),
+                "a reconnect with the cookie is not re-pinned"
+            );
+            assert_eq!(
+                replay(&mut again).await,
+                node,
+                "every reconnect lands on the same engine"
+            );
             again.close(None).await.ok();
         }
     })
@@ -115,14 +132,32 @@ async fn the_simulated_qps_notices_a_wrong_node_and_the_front_door_avoids_it() {
             .expect("QPS issued a session");
         let pin = first.route_cookie().unwrap();
         let other = demo.site.nodes.iter().find(|n| n.id() != node).unwrap();
-        let direct = raw::get(other.addr(), "/hub", &[("Cookie", &format!("X-Qlik-Session={session}"))]).await;
+        let direct = raw::get(
+            other.addr(),
+            "/hub",
+            &[("Cookie", &format!("X-Qlik-Session={session}"))],
+        )
+        .await;
         assert_eq!(direct.status, 302, "another node does not know the session");
         for _ in 0..10 {
-            let via_lb = raw::get(addr, "/hub", &[("Cookie", &format!("QLB_ROUTE={pin}; X-Qlik-Session={session}"))]).await;
+            let via_lb = raw::get(
+                addr,
+                "/hub",
+                &[(
+                    "Cookie",
+                    &format!("QLB_ROUTE={pin}; X-Qlik-Session={session}"),
+                )],
+            )
+            .await;
             assert_eq!(via_lb.status, 200);
             assert_eq!(via_lb.header("x-sim-node"), Some(node.as_str()));
             // Without our cookie, the learned session still finds the node.
-            let learned = raw::get(addr, "/hub", &[("Cookie", &format!("X-Qlik-Session={session}"))]).await;
+            let learned = raw::get(
+                addr,
+                "/hub",
+                &[("Cookie", &format!("X-Qlik-Session={session}"))],
+            )
+            .await;
             assert_eq!(learned.status, 200);
             assert_eq!(learned.header("x-sim-node"), Some(node.as_str()));
         }
@@ -143,8 +178,14 @@ async fn the_demo_serves_a_websocket_session_and_a_metrics_scrape() {
         let metrics = raw::get(demo.instance.admin.unwrap(), "/metrics", &[]).await;
         assert_eq!(metrics.status, 200);
         let text = metrics.text();
-        assert!(text.contains("qlb_websocket_tunnels_total{backend=\""), "{text}");
-        assert!(text.contains("qlb_sticky_decisions_total{outcome=\"miss\",pool=\"proxies\"} 1"), "{text}");
+        assert!(
+            text.contains("qlb_websocket_tunnels_total{backend=\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("qlb_sticky_decisions_total{outcome=\"miss\",pool=\"proxies\"} 1"),
+            "{text}"
+        );
     })
     .await;
     demo.shutdown().await;

@@ -66,6 +66,9 @@ pub struct Config {
     pub dir: PathBuf,
     /// sha256 of the source text, shown in the status API.
     pub hash: String,
+    /// Files the config names that do not exist yet. `check` prints them as warnings (a
+    /// reference config names the QMC export before it is copied in); starting refuses them.
+    pub missing_files: Vec<ConfigError>,
 }
 
 impl Config {
@@ -99,8 +102,11 @@ impl Config {
     /// Parses and validates config text; relative paths resolve against `dir`.
     pub fn parse(src: &str, dir: &Path) -> Result<Config, ConfigErrors> {
         let (file, mut errors) = parse_collecting(src);
+        let mut missing_files = Vec::new();
         if let Some(file) = &file {
-            errors.extend(validate::validate(file, dir, &Locator::new(src)));
+            let (semantic, missing) = validate::validate(file, dir, &Locator::new(src));
+            errors.extend(semantic);
+            missing_files = missing;
         }
         match file {
             Some(file) if errors.is_empty() => Ok(Config {
@@ -108,6 +114,7 @@ impl Config {
                 path: None,
                 dir: dir.to_path_buf(),
                 hash: hex(&Sha256::digest(src.as_bytes())),
+                missing_files,
             }),
             _ => Err(ConfigErrors { file: None, errors }),
         }
@@ -132,7 +139,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Deserializes, and on a key-level error blanks that key out of the text and tries again, so a
-/// file with several mistakes reports all of them in one `check` run. Blanking keeps every byte
+/// file with several mistakes reports all of them in one `check` run; the file that finally
+/// parses is still checked for meaning (and refused, since errors were found). Blanking keeps every byte
 /// offset, so later errors still point at the right lines.
 fn parse_collecting(src: &str) -> (Option<FileConfig>, Vec<ConfigError>) {
     if let Err(e) = toml_edit::ImDocument::parse(src) {
@@ -151,7 +159,7 @@ fn parse_collecting(src: &str) -> (Option<FileConfig>, Vec<ConfigError>) {
     let mut errors = Vec::new();
     for _ in 0..64 {
         match toml::from_str::<FileConfig>(&text) {
-            Ok(file) => return (if errors.is_empty() { Some(file) } else { None }, errors),
+            Ok(file) => return (Some(file), errors),
             Err(e) => {
                 let locator = Locator::new(&text);
                 let span = e.span();

@@ -154,11 +154,17 @@ fn missing_file_is_reported() {
         "pool = \"proxies\"",
         "pool = \"proxies\"\ntls = { cert = \"nope.pem\", key = \"nope-key.pem\" }",
     );
-    let errs = errors(&src);
+    let cfg = Config::parse(&src, Path::new(".")).expect("missing files are not parse errors");
+    let missing = &cfg.missing_files;
     assert!(
-        errs.iter()
+        missing
+            .iter()
             .any(|e| e.key == "frontend[0].tls.cert" && e.line == Some(6)),
-        "{errs:?}"
+        "{missing:?}"
+    );
+    assert!(
+        missing.iter().any(|e| e.key == "frontend[0].tls.key"),
+        "{missing:?}"
     );
 }
 

@@ -12,6 +12,8 @@ use std::path::Path;
 struct Report<'a> {
     locator: &'a Locator<'a>,
     errors: Vec<ConfigError>,
+    /// Files named by the config but absent now; needed only when the instance starts.
+    missing_files: Vec<ConfigError>,
 }
 
 impl Report<'_> {
@@ -32,10 +34,16 @@ fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
     base.iter().chain(more.iter()).cloned().collect()
 }
 
-pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Vec<ConfigError> {
+/// Returns (errors, missing files).
+pub fn validate(
+    file: &FileConfig,
+    dir: &Path,
+    locator: &Locator<'_>,
+) -> (Vec<ConfigError>, Vec<ConfigError>) {
     let mut r = Report {
         locator,
         errors: Vec::new(),
+        missing_files: Vec::new(),
     };
     if file.frontend.is_empty()
         && file.lb_module.is_none()
@@ -161,7 +169,7 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Vec<Con
     if let Some(license) = &file.license {
         check_license(&mut r, file, license);
     }
-    r.errors
+    (r.errors, r.missing_files)
 }
 
 fn unknown_pool(name: &str, pools: &HashSet<String>) -> String {
@@ -198,7 +206,11 @@ fn check_listen(r: &mut Report<'_>, path: &[Seg], text: &str) {
 fn check_file(r: &mut Report<'_>, path: &[Seg], dir: &Path, p: &Path) {
     let full = super::resolve(dir, p);
     if !full.is_file() {
-        r.err(path, format!("file `{}` does not exist", full.display()));
+        r.missing_files.push(ConfigError {
+            key: path_text(path),
+            line: r.locator.line(path),
+            message: format!("file `{}` does not exist", full.display()),
+        });
     }
 }
 

@@ -54,7 +54,15 @@ async fn serve(args: SimArgs, bind: IpAddr) -> ExitCode {
         return ExitCode::from(2);
     };
     let qrs_port = args.qrs_port.unwrap_or(default_qrs);
-    let site = match SimSite::start(args.nodes, bind, Some(args.base_port), Some(qrs_port), &args.cert_dir).await {
+    let site = match SimSite::start(
+        args.nodes,
+        bind,
+        Some(args.base_port),
+        Some(qrs_port),
+        &args.cert_dir,
+    )
+    .await
+    {
         Ok(site) => site,
         Err(e) => {
             eprintln!("qlik-lb sim: {e}");

@@ -8,6 +8,6 @@ pub mod node;
 pub mod qix;
 pub mod qps;
 pub mod qrs;
-pub mod site;
 mod serve;
+pub mod site;
 pub mod wire;

@@ -19,7 +19,10 @@ pub enum SiteError {
     #[error(transparent)]
     Certs(#[from] CertError),
     #[error("cannot listen for the QRS on {addr}: {source}")]
-    QrsBind { addr: SocketAddr, source: std::io::Error },
+    QrsBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct SimSite {
@@ -44,7 +47,10 @@ impl SimSite {
         let qrs_addr = SocketAddr::new(bind, qrs_port.unwrap_or(0));
         let listener = TcpListener::bind(qrs_addr)
             .await
-            .map_err(|source| SiteError::QrsBind { addr: qrs_addr, source })?;
+            .map_err(|source| SiteError::QrsBind {
+                addr: qrs_addr,
+                source,
+            })?;
         let population = seed::seeded(SEED, SEEDED_USERS, chrono::Utc::now());
         let qrs = qrs::start(listener, &certs, population).await;
         Ok(SimSite {
