@@ -44,14 +44,14 @@ impl TestBackend {
         let tasks2 = tasks.clone();
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     continue;
                 };
                 let state = state.clone();
                 tasks2.lock().unwrap().spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(handle(req, state).await) }
+                        async move { Ok::<_, Infallible>(handle(req, state, peer).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), svc)
@@ -109,7 +109,7 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     })
 }
 
-async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Body> {
+async fn handle(mut req: Request<Incoming>, state: Arc<State>, peer: SocketAddr) -> Response<Body> {
     state.requests.fetch_add(1, Ordering::SeqCst);
     let id = state.id.clone();
     let is_ws = req
@@ -215,6 +215,7 @@ async fn handle(mut req: Request<Incoming>, state: Arc<State>) -> Response<Body>
                 "method": req.method().as_str(),
                 "path": path_and_query,
                 "headers": headers,
+                "peer_port": peer.port(),
             });
             json_reply(
                 &id,
