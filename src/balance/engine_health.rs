@@ -52,12 +52,13 @@ pub struct Apps {
 
 impl EngineHealth {
     pub fn parse(body: &[u8]) -> Result<EngineHealth, String> {
-        let value: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| format!("engine health is not JSON: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("engine health is not JSON: {e}"))?;
         if !value.is_object() {
             return Err("engine health is not a JSON object".into());
         }
-        serde_json::from_value(value).map_err(|e| format!("engine health has a field of the wrong type: {e}"))
+        serde_json::from_value(value)
+            .map_err(|e| format!("engine health has a field of the wrong type: {e}"))
     }
 
     /// Share of physical memory in use, 0.0..=1.0, when the sample allows telling.
