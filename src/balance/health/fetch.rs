@@ -24,7 +24,7 @@ pub enum FetchError {
     ServerName { host: String },
     #[error("TLS handshake with {target} failed: {reason}")]
     Tls { target: String, reason: String },
-    #[error("TLS refused by {target}: {reason} (does it accept the client certificate of [qlik_certs]?)")]
+    #[error("TLS refused by {target}: {reason} (the server did not accept our client certificate, or its absence)")]
     TlsRefused { target: String, reason: String },
     #[error("GET {url} failed: {reason}")]
     Request { url: String, reason: String },
