@@ -5,11 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "qlik-lb",
-    version,
-    about = "A load balancer for Qlik Sense sites"
-)]
+#[command(name = "qlik-lb", version, about = "A load balancer for Qlik Sense sites")]
 struct Cli {
     /// Log level or filter (e.g. info, debug, qlik_lb=trace); default from RUST_LOG, else info.
     #[arg(long, global = true)]
@@ -76,22 +72,17 @@ enum LicenseJob {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    qlik_lb::logging::init(
-        cli.log_level.as_deref(),
-        matches!(cli.log_format, LogFormat::Json),
-    );
+    qlik_lb::logging::init(cli.log_level.as_deref(), matches!(cli.log_format, LogFormat::Json));
     match cli.command {
         Command::Check(c) => qlik_lb::app::check(&c.config),
         Command::Run(c) => qlik_lb::app::run_from_file(&c.config),
         Command::Demo(args) => qlik_lb::demo::run(args),
         Command::Sim(args) => qlik_lb::sim::cli::run(args),
         Command::License { job } => match job {
-            LicenseJob::Monitor { config, .. } => {
-                qlik_lb::control::cli::monitor_once(&config.config)
+            LicenseJob::Monitor { config, .. } => qlik_lb::control::cli::monitor_once(&config.config),
+            LicenseJob::Release { config, dry_run, .. } => {
+                qlik_lb::control::cli::release_once(&config.config, dry_run)
             }
-            LicenseJob::Release {
-                config, dry_run, ..
-            } => qlik_lb::control::cli::release_once(&config.config, dry_run),
         },
     }
 }

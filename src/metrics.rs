@@ -100,198 +100,50 @@ impl Metrics {
             "Unix time of the last config load or reload that succeeded.",
         )
         .expect("valid metric");
-        r.register(Box::new(
-            config_last_reload_success_timestamp_seconds.clone(),
-        ))
-        .expect("unique metric");
+        r.register(Box::new(config_last_reload_success_timestamp_seconds.clone()))
+            .expect("unique metric");
         let build_info = IntGauge::with_opts(
             Opts::new("qlb_build_info", "Always 1; the version is in the label.")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("valid metric");
         build_info.set(1);
-        r.register(Box::new(build_info.clone()))
-            .expect("unique metric");
+        r.register(Box::new(build_info.clone())).expect("unique metric");
         let lic = &["license_type"];
         Metrics {
-            http_requests_total: counter(
-                r,
-                "qlb_http_requests_total",
-                "HTTP requests answered, by status class.",
-                &["frontend", "pool", "backend", "code"],
-            ),
+            http_requests_total: counter(r, "qlb_http_requests_total", "HTTP requests answered, by status class.", &["frontend", "pool", "backend", "code"]),
             http_request_duration_seconds,
-            backend_up: igauge(
-                r,
-                "qlb_backend_up",
-                "1 when the backend is up by its health checks.",
-                POOL_BACKEND,
-            ),
-            backend_draining: igauge(
-                r,
-                "qlb_backend_draining",
-                "1 when the backend is draining (no new users).",
-                POOL_BACKEND,
-            ),
-            backend_inflight_requests: igauge(
-                r,
-                "qlb_backend_inflight_requests",
-                "HTTP requests being forwarded to the backend now.",
-                POOL_BACKEND,
-            ),
-            backend_health_checks_total: counter(
-                r,
-                "qlb_backend_health_checks_total",
-                "Active health checks, by result.",
-                &["pool", "backend", "result"],
-            ),
-            backend_ejections_total: counter(
-                r,
-                "qlb_backend_ejections_total",
-                "Passive ejections after connect failures or resets.",
-                POOL_BACKEND,
-            ),
-            websocket_tunnels_active: igauge(
-                r,
-                "qlb_websocket_tunnels_active",
-                "WebSocket tunnels open now.",
-                POOL_BACKEND,
-            ),
-            websocket_tunnels_total: counter(
-                r,
-                "qlb_websocket_tunnels_total",
-                "WebSocket tunnels opened.",
-                POOL_BACKEND,
-            ),
-            websocket_bytes_total: counter(
-                r,
-                "qlb_websocket_bytes_total",
-                "Bytes spliced through WebSocket tunnels.",
-                &["pool", "backend", "direction"],
-            ),
-            sticky_decisions_total: counter(
-                r,
-                "qlb_sticky_decisions_total",
-                "Routing decisions: hit, learned, miss, reassigned, invalid.",
-                &["pool", "outcome"],
-            ),
-            client_errors_total: counter(
-                r,
-                "qlb_client_errors_total",
-                "Client requests refused before routing.",
-                &["frontend", "kind"],
-            ),
-            engine_cpu_percent: fgauge(
-                r,
-                "qlb_engine_cpu_percent",
-                "Engine CPU % from its health check.",
-                POOL_BACKEND,
-            ),
-            engine_memory_committed_bytes: fgauge(
-                r,
-                "qlb_engine_memory_committed_bytes",
-                "Engine committed memory.",
-                POOL_BACKEND,
-            ),
-            engine_memory_free_bytes: fgauge(
-                r,
-                "qlb_engine_memory_free_bytes",
-                "Free physical memory on the engine's machine.",
-                POOL_BACKEND,
-            ),
-            engine_sessions_active: igauge(
-                r,
-                "qlb_engine_sessions_active",
-                "Active engine sessions.",
-                POOL_BACKEND,
-            ),
-            engine_users_active: igauge(
-                r,
-                "qlb_engine_users_active",
-                "Active engine users.",
-                POOL_BACKEND,
-            ),
-            engine_saturated: igauge(
-                r,
-                "qlb_engine_saturated",
-                "1 when the engine reports itself saturated.",
-                POOL_BACKEND,
-            ),
-            lbmodule_requests_total: counter(
-                r,
-                "qlb_lbmodule_requests_total",
-                "Load balancing module calls, by result.",
-                &["result"],
-            ),
+            backend_up: igauge(r, "qlb_backend_up", "1 when the backend is up by its health checks.", POOL_BACKEND),
+            backend_draining: igauge(r, "qlb_backend_draining", "1 when the backend is draining (no new users).", POOL_BACKEND),
+            backend_inflight_requests: igauge(r, "qlb_backend_inflight_requests", "HTTP requests being forwarded to the backend now.", POOL_BACKEND),
+            backend_health_checks_total: counter(r, "qlb_backend_health_checks_total", "Active health checks, by result.", &["pool", "backend", "result"]),
+            backend_ejections_total: counter(r, "qlb_backend_ejections_total", "Passive ejections after connect failures or resets.", POOL_BACKEND),
+            websocket_tunnels_active: igauge(r, "qlb_websocket_tunnels_active", "WebSocket tunnels open now.", POOL_BACKEND),
+            websocket_tunnels_total: counter(r, "qlb_websocket_tunnels_total", "WebSocket tunnels opened.", POOL_BACKEND),
+            websocket_bytes_total: counter(r, "qlb_websocket_bytes_total", "Bytes spliced through WebSocket tunnels.", &["pool", "backend", "direction"]),
+            sticky_decisions_total: counter(r, "qlb_sticky_decisions_total", "Routing decisions: hit, learned, miss, reassigned, invalid.", &["pool", "outcome"]),
+            client_errors_total: counter(r, "qlb_client_errors_total", "Client requests refused before routing.", &["frontend", "kind"]),
+            engine_cpu_percent: fgauge(r, "qlb_engine_cpu_percent", "Engine CPU % from its health check.", POOL_BACKEND),
+            engine_memory_committed_bytes: fgauge(r, "qlb_engine_memory_committed_bytes", "Engine committed memory.", POOL_BACKEND),
+            engine_memory_free_bytes: fgauge(r, "qlb_engine_memory_free_bytes", "Free physical memory on the engine's machine.", POOL_BACKEND),
+            engine_sessions_active: igauge(r, "qlb_engine_sessions_active", "Active engine sessions.", POOL_BACKEND),
+            engine_users_active: igauge(r, "qlb_engine_users_active", "Active engine users.", POOL_BACKEND),
+            engine_saturated: igauge(r, "qlb_engine_saturated", "1 when the engine reports itself saturated.", POOL_BACKEND),
+            lbmodule_requests_total: counter(r, "qlb_lbmodule_requests_total", "Load balancing module calls, by result.", &["result"]),
             lbmodule_request_duration_seconds,
-            config_reloads_total: counter(
-                r,
-                "qlb_config_reloads_total",
-                "Config reloads, by result.",
-                &["result"],
-            ),
+            config_reloads_total: counter(r, "qlb_config_reloads_total", "Config reloads, by result.", &["result"]),
             config_last_reload_success_timestamp_seconds,
-            license_total: igauge(
-                r,
-                "qlb_license_total",
-                "User access licenses in the license.",
-                lic,
-            ),
-            license_allocated: igauge(
-                r,
-                "qlb_license_allocated",
-                "Allocated user access licenses.",
-                lic,
-            ),
+            license_total: igauge(r, "qlb_license_total", "User access licenses in the license.", lic),
+            license_allocated: igauge(r, "qlb_license_allocated", "Allocated user access licenses.", lic),
             license_used: igauge(r, "qlb_license_used", "Used user access licenses.", lic),
-            license_available: igauge(
-                r,
-                "qlb_license_available",
-                "Available user access licenses.",
-                lic,
-            ),
-            license_quarantined: igauge(
-                r,
-                "qlb_license_quarantined",
-                "Quarantined user access licenses.",
-                lic,
-            ),
-            license_excess: igauge(
-                r,
-                "qlb_license_excess",
-                "Allocations over the license.",
-                lic,
-            ),
-            license_analyzer_capacity_minutes: igauge(
-                r,
-                "qlb_license_analyzer_capacity_minutes",
-                "Analyzer capacity minutes.",
-                &["kind"],
-            ),
-            license_tokens: fgauge(
-                r,
-                "qlb_license_tokens",
-                "License tokens (token-based licenses).",
-                &["kind"],
-            ),
-            license_release_decisions_total: counter(
-                r,
-                "qlb_license_release_decisions_total",
-                "License release decisions.",
-                &["license_type", "decision"],
-            ),
-            job_runs_total: counter(
-                r,
-                "qlb_job_runs_total",
-                "Control plane job runs, by result.",
-                &["job", "result"],
-            ),
-            job_last_success_timestamp_seconds: fgauge(
-                r,
-                "qlb_job_last_success_timestamp_seconds",
-                "Unix time of the job's last successful run.",
-                &["job"],
-            ),
+            license_available: igauge(r, "qlb_license_available", "Available user access licenses.", lic),
+            license_quarantined: igauge(r, "qlb_license_quarantined", "Quarantined user access licenses.", lic),
+            license_excess: igauge(r, "qlb_license_excess", "Allocations over the license.", lic),
+            license_analyzer_capacity_minutes: igauge(r, "qlb_license_analyzer_capacity_minutes", "Analyzer capacity minutes.", &["kind"]),
+            license_tokens: fgauge(r, "qlb_license_tokens", "License tokens (token-based licenses).", &["kind"]),
+            license_release_decisions_total: counter(r, "qlb_license_release_decisions_total", "License release decisions.", &["license_type", "decision"]),
+            job_runs_total: counter(r, "qlb_job_runs_total", "Control plane job runs, by result.", &["job", "result"]),
+            job_last_success_timestamp_seconds: fgauge(r, "qlb_job_last_success_timestamp_seconds", "Unix time of the job's last successful run.", &["job"]),
             build_info,
             registry,
         }

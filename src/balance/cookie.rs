@@ -112,15 +112,8 @@ mod tests {
         let mut bad = v.clone().into_bytes();
         let last = bad.len() - 1;
         bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(
-            c.decode(std::str::from_utf8(&bad).unwrap()),
-            Decoded::Invalid
-        );
-        assert_eq!(
-            c.decode("node1"),
-            Decoded::Invalid,
-            "unsigned value when signing is on"
-        );
+        assert_eq!(c.decode(std::str::from_utf8(&bad).unwrap()), Decoded::Invalid);
+        assert_eq!(c.decode("node1"), Decoded::Invalid, "unsigned value when signing is on");
     }
 
     #[test]

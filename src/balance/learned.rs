@@ -86,10 +86,6 @@ mod tests {
             t.learn(&format!("s{i}"), "n");
         }
         assert!(t.len() <= 100);
-        assert_eq!(
-            t.lookup("s999").as_deref(),
-            Some("n"),
-            "the newest survives"
-        );
+        assert_eq!(t.lookup("s999").as_deref(), Some("n"), "the newest survives");
     }
 }

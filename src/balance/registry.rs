@@ -89,19 +89,11 @@ impl Backend {
             inflight: m.backend_inflight_requests.with_label_values(&l),
             tunnels_active: m.websocket_tunnels_active.with_label_values(&l),
             tunnels_total: m.websocket_tunnels_total.with_label_values(&l),
-            bytes_to_backend: m
-                .websocket_bytes_total
-                .with_label_values(&[pool, id, "to_backend"]),
-            bytes_to_client: m
-                .websocket_bytes_total
-                .with_label_values(&[pool, id, "to_client"]),
+            bytes_to_backend: m.websocket_bytes_total.with_label_values(&[pool, id, "to_backend"]),
+            bytes_to_client: m.websocket_bytes_total.with_label_values(&[pool, id, "to_client"]),
             ejections: m.backend_ejections_total.with_label_values(&l),
-            checks_ok: m
-                .backend_health_checks_total
-                .with_label_values(&[pool, id, "ok"]),
-            checks_fail: m
-                .backend_health_checks_total
-                .with_label_values(&[pool, id, "fail"]),
+            checks_ok: m.backend_health_checks_total.with_label_values(&[pool, id, "ok"]),
+            checks_fail: m.backend_health_checks_total.with_label_values(&[pool, id, "fail"]),
             duration: m.http_request_duration_seconds.with_label_values(&l),
         };
         metrics.up.set(1);

@@ -37,9 +37,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text)
-            .map(Dur)
-            .map_err(serde::de::Error::custom)
+        parse_duration(&text).map(Dur).map_err(serde::de::Error::custom)
     }
 }
 

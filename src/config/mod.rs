@@ -201,10 +201,7 @@ fn friendly_message(raw: &str) -> String {
                 Some((score, cand)) if score > 0.7 => {
                     format!("unknown key `{name}`; did you mean `{cand}`?")
                 }
-                _ => format!(
-                    "unknown key `{name}`; valid keys here: {}",
-                    expected.join(", ")
-                ),
+                _ => format!("unknown key `{name}`; valid keys here: {}", expected.join(", ")),
             };
         }
     }

@@ -2,9 +2,7 @@ use super::*;
 use std::path::Path;
 
 fn errors(src: &str) -> Vec<ConfigError> {
-    Config::parse(src, Path::new("."))
-        .expect_err("should fail")
-        .errors
+    Config::parse(src, Path::new(".")).expect_err("should fail").errors
 }
 
 const MINIMAL: &str = r#"
@@ -35,10 +33,7 @@ fn minimal_config_loads_with_defaults() {
 fn unknown_key_names_line_and_nearest_key() {
     let src = MINIMAL.replace("listen = \"127.0.0.1:8080\"", "listn = \"127.0.0.1:8080\"");
     let errs = errors(&src);
-    let e = errs
-        .iter()
-        .find(|e| e.message.contains("listn"))
-        .expect("unknown key reported");
+    let e = errs.iter().find(|e| e.message.contains("listn")).expect("unknown key reported");
     assert_eq!(e.line, Some(4), "{e}");
     assert!(e.message.contains("did you mean `listen`"), "{e}");
     assert_eq!(e.key, "frontend[0].listn");
@@ -50,23 +45,13 @@ fn every_unknown_key_is_reported_in_one_run() {
         .replace("name = \"public\"", "name = \"public\"\nbogus = 1")
         .replace("id = \"node1\"", "id = \"node1\"\n  wieght = 2");
     let errs = errors(&src);
-    assert!(
-        errs.iter().any(|e| e.message.contains("`bogus`")),
-        "{errs:?}"
-    );
-    assert!(
-        errs.iter()
-            .any(|e| e.message.contains("did you mean `weight`")),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.message.contains("`bogus`")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.message.contains("did you mean `weight`")), "{errs:?}");
 }
 
 #[test]
 fn wrong_type_names_the_key_and_line() {
-    let src = MINIMAL.replace(
-        "url = \"http://127.0.0.1:9001\"",
-        "url = \"http://127.0.0.1:9001\"\n  weight = \"heavy\"",
-    );
+    let src = MINIMAL.replace("url = \"http://127.0.0.1:9001\"", "url = \"http://127.0.0.1:9001\"\n  weight = \"heavy\"");
     let errs = errors(&src);
     let e = &errs[0];
     assert_eq!(e.key, "pool[0].backend[0].weight", "{e}");
@@ -75,10 +60,7 @@ fn wrong_type_names_the_key_and_line() {
 
 #[test]
 fn bad_duration_is_explained() {
-    let src = MINIMAL.replace(
-        "pool = \"proxies\"",
-        "pool = \"proxies\"\nheader_timeout = \"10\"",
-    );
+    let src = MINIMAL.replace("pool = \"proxies\"", "pool = \"proxies\"\nheader_timeout = \"10\"");
     let errs = errors(&src);
     assert_eq!(errs[0].key, "frontend[0].header_timeout");
     assert!(errs[0].message.contains("\"30s\""), "{}", errs[0]);
@@ -86,10 +68,7 @@ fn bad_duration_is_explained() {
 
 #[test]
 fn bad_enum_lists_the_choices() {
-    let src = MINIMAL.replace(
-        "name = \"proxies\"",
-        "name = \"proxies\"\nbalance = \"random\"",
-    );
+    let src = MINIMAL.replace("name = \"proxies\"", "name = \"proxies\"\nbalance = \"random\"");
     let errs = errors(&src);
     assert!(errs[0].message.contains("least-loaded"), "{}", errs[0]);
     assert_eq!(errs[0].key, "pool[0].balance");
@@ -102,21 +81,12 @@ fn semantic_errors_name_key_and_line() {
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"localhost\"")
         .replace("url = \"http://127.0.0.1:9001\"", "url = \"ftp://x\"");
     let errs = errors(&src);
-    let pool = errs
-        .iter()
-        .find(|e| e.key == "frontend[0].pool")
-        .expect("pool error");
+    let pool = errs.iter().find(|e| e.key == "frontend[0].pool").expect("pool error");
     assert!(pool.message.contains("did you mean `proxies`"), "{pool}");
     assert_eq!(pool.line, Some(5));
-    let listen = errs
-        .iter()
-        .find(|e| e.key == "frontend[0].listen")
-        .expect("listen error");
+    let listen = errs.iter().find(|e| e.key == "frontend[0].listen").expect("listen error");
     assert_eq!(listen.line, Some(4));
-    let url = errs
-        .iter()
-        .find(|e| e.key == "pool[0].backend[0].url")
-        .expect("url error");
+    let url = errs.iter().find(|e| e.key == "pool[0].backend[0].url").expect("url error");
     assert_eq!(url.line, Some(11));
     assert!(url.message.contains("http://"), "{url}");
 }
@@ -127,25 +97,15 @@ fn duplicate_backend_ids_and_zero_weight() {
         "{MINIMAL}  weight = 0\n  [[pool.backend]]\n  id = \"node1\"\n  url = \"http://127.0.0.1:9002\"\n"
     );
     let errs = errors(&src);
-    assert!(
-        errs.iter()
-            .any(|e| e.key == "pool[0].backend[1].id" && e.message.contains("twice")),
-        "{errs:?}"
-    );
-    assert!(
-        errs.iter().any(|e| e.key == "pool[0].backend[0].weight"),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.key == "pool[0].backend[1].id" && e.message.contains("twice")), "{errs:?}");
+    assert!(errs.iter().any(|e| e.key == "pool[0].backend[0].weight"), "{errs:?}");
 }
 
 #[test]
 fn same_site_none_with_secure_never_is_refused() {
     let src = format!("{MINIMAL}  [pool.sticky]\n  secure = \"never\"\n");
     let errs = errors(&src);
-    assert!(
-        errs.iter().any(|e| e.key == "pool[0].sticky.secure"),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.key == "pool[0].sticky.secure"), "{errs:?}");
 }
 
 #[test]
@@ -155,11 +115,7 @@ fn missing_file_is_reported() {
         "pool = \"proxies\"\ntls = { cert = \"nope.pem\", key = \"nope-key.pem\" }",
     );
     let errs = errors(&src);
-    assert!(
-        errs.iter()
-            .any(|e| e.key == "frontend[0].tls.cert" && e.line == Some(6)),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.key == "frontend[0].tls.cert" && e.line == Some(6)), "{errs:?}");
 }
 
 #[test]
@@ -176,19 +132,10 @@ schedule = "every blue moon"
 [license.release]
 timezone = "Mars/Olympus"
 "#;
-    let errs = Config::parse(src, Path::new(env!("CARGO_MANIFEST_DIR")))
-        .expect_err("fails")
-        .errors;
-    let s = errs
-        .iter()
-        .find(|e| e.key == "license.monitor.schedule")
-        .expect("schedule error");
+    let errs = Config::parse(src, Path::new(env!("CARGO_MANIFEST_DIR"))).expect_err("fails").errors;
+    let s = errs.iter().find(|e| e.key == "license.monitor.schedule").expect("schedule error");
     assert_eq!(s.line, Some(9));
-    assert!(
-        errs.iter()
-            .any(|e| e.key == "license.release.timezone" && e.line == Some(11)),
-        "{errs:?}"
-    );
+    assert!(errs.iter().any(|e| e.key == "license.release.timezone" && e.line == Some(11)), "{errs:?}");
 }
 
 #[test]

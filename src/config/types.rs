@@ -351,15 +351,10 @@ fn default_max_connections() -> usize {
     100_000
 }
 pub fn default_strip_request_headers() -> Vec<String> {
-    [
-        "X-Qlik-User",
-        "X-Qlik-Security",
-        "X-Qlik-ProxySession",
-        "X-Qlik-ProxyId",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["X-Qlik-User", "X-Qlik-Security", "X-Qlik-ProxySession", "X-Qlik-ProxyId"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 fn default_balance() -> Balance {
     Balance::LeastLoaded

@@ -13,15 +13,17 @@ pub struct BackendUrl {
 
 impl BackendUrl {
     pub fn parse(text: &str) -> Result<BackendUrl, String> {
-        let uri: http::Uri = text.parse().map_err(|e| {
-            format!(
-                "`{text}` is not a URL ({e}); write it like \"https://qs-node1.corp.example:443\""
-            )
-        })?;
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|e| format!("`{text}` is not a URL ({e}); write it like \"https://qs-node1.corp.example:443\""))?;
         let tls = match uri.scheme_str() {
             Some("https") | Some("wss") => true,
             Some("http") | Some("ws") => false,
-            _ => return Err(format!("`{text}` needs a scheme: http:// or https://")),
+            _ => {
+                return Err(format!(
+                    "`{text}` needs a scheme: http:// or https://"
+                ))
+            }
         };
         let host = uri
             .host()

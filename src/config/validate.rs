@@ -65,10 +65,7 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Vec<Con
         }
         check_listen(&mut r, &at(&base, &[k("listen")]), &fe.listen);
         if !pool_names.contains(&fe.pool) {
-            r.err(
-                &at(&base, &[k("pool")]),
-                unknown_pool(&fe.pool, &pool_names),
-            );
+            r.err(&at(&base, &[k("pool")]), unknown_pool(&fe.pool, &pool_names));
         }
         if let Some(tls) = &fe.tls {
             check_file(&mut r, &at(&base, &[k("tls"), k("cert")]), dir, &tls.cert);
@@ -96,36 +93,21 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Vec<Con
     if let Some(lb) = &file.lb_module {
         check_listen(&mut r, &[k("lb_module"), k("listen")], &lb.listen);
         if !pool_names.contains(&lb.pool) {
-            r.err(
-                &[k("lb_module"), k("pool")],
-                unknown_pool(&lb.pool, &pool_names),
-            );
+            r.err(&[k("lb_module"), k("pool")], unknown_pool(&lb.pool, &pool_names));
         }
         if !lb.base_path.starts_with('/') {
             r.err(
                 &[k("lb_module"), k("base_path")],
-                format!(
-                    "`{}` must start with `/`, like \"/\" or \"/qlb/\"",
-                    lb.base_path
-                ),
+                format!("`{}` must start with `/`, like \"/\" or \"/qlb/\"", lb.base_path),
             );
         }
         if let Some(tls) = &lb.tls {
-            check_file(
-                &mut r,
-                &[k("lb_module"), k("tls"), k("cert")],
-                dir,
-                &tls.cert,
-            );
+            check_file(&mut r, &[k("lb_module"), k("tls"), k("cert")], dir, &tls.cert);
             check_file(&mut r, &[k("lb_module"), k("tls"), k("key")], dir, &tls.key);
         }
     }
     if let Some(certs) = &file.qlik_certs {
-        for (what, p) in [
-            ("cert", &certs.cert),
-            ("key", &certs.key),
-            ("ca", &certs.ca),
-        ] {
+        for (what, p) in [("cert", &certs.cert), ("key", &certs.key), ("ca", &certs.ca)] {
             check_file(&mut r, &[k("qlik_certs"), k(what)], dir, p);
         }
     }
@@ -138,24 +120,14 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Vec<Con
             Ok(_) => {}
             Err(e) => r.err(&[k("qrs"), k("url")], e),
         }
-        if qrs
-            .user
-            .split_once('\\')
-            .is_none_or(|(d, u)| d.is_empty() || u.is_empty())
-        {
+        if qrs.user.split_once('\\').is_none_or(|(d, u)| d.is_empty() || u.is_empty()) {
             r.err(
                 &[k("qrs"), k("user")],
-                format!(
-                    "`{}` must be DIRECTORY\\userid, like \"INTERNAL\\\\sa_api\"",
-                    qrs.user
-                ),
+                format!("`{}` must be DIRECTORY\\userid, like \"INTERNAL\\\\sa_api\"", qrs.user),
             );
         }
         if file.qlik_certs.is_none() {
-            r.err(
-                &[k("qrs")],
-                "the QRS needs [qlik_certs] (the client certificate exported from the QMC)",
-            );
+            r.err(&[k("qrs")], "the QRS needs [qlik_certs] (the client certificate exported from the QMC)");
         }
     }
     if let Some(license) = &file.license {
@@ -172,16 +144,10 @@ fn unknown_pool(name: &str, pools: &HashSet<String>) -> String {
         .map(|n| (strsim::jaro_winkler(name, n), *n))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     match nearest {
-        Some((score, n)) if score > 0.7 => {
-            format!("no [[pool]] is named `{name}`; did you mean `{n}`?")
-        }
+        Some((score, n)) if score > 0.7 => format!("no [[pool]] is named `{name}`; did you mean `{n}`?"),
         _ => format!(
             "no [[pool]] is named `{name}`; pools: {}",
-            names
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
         ),
     }
 }
@@ -219,19 +185,13 @@ fn check_pools(r: &mut Report<'_>, file: &FileConfig, dir: &Path) -> HashSet<Str
             );
         }
         if pool.backend.is_empty() {
-            r.err(
-                &base,
-                format!("pool `{}` has no [[pool.backend]]", pool.name),
-            );
+            r.err(&base, format!("pool `{}` has no [[pool.backend]]", pool.name));
         }
         let sticky = &pool.sticky;
         if !is_cookie_token(&sticky.cookie) {
             r.err(
                 &at(&base, &[k("sticky"), k("cookie")]),
-                format!(
-                    "`{}` is not a valid cookie name (letters, digits, - _ . only)",
-                    sticky.cookie
-                ),
+                format!("`{}` is not a valid cookie name (letters, digits, - _ . only)", sticky.cookie),
             );
         }
         if sticky.same_site == SameSite::None && sticky.secure == SecureMode::Never {
@@ -251,16 +211,10 @@ fn check_pools(r: &mut Report<'_>, file: &FileConfig, dir: &Path) -> HashSet<Str
             r.err(&at(&base, &[k("health"), k("fall")]), "must be at least 1");
         }
         if health.interval.get().is_zero() {
-            r.err(
-                &at(&base, &[k("health"), k("interval")]),
-                "must be longer than 0s",
-            );
+            r.err(&at(&base, &[k("health"), k("interval")]), "must be longer than 0s");
         }
         if health.timeout.get().is_zero() {
-            r.err(
-                &at(&base, &[k("health"), k("timeout")]),
-                "must be longer than 0s",
-            );
+            r.err(&at(&base, &[k("health"), k("timeout")]), "must be longer than 0s");
         }
         if !health.path.starts_with('/') {
             r.err(
@@ -287,28 +241,19 @@ fn check_pools(r: &mut Report<'_>, file: &FileConfig, dir: &Path) -> HashSet<Str
             if !is_cookie_token(&b.id) || b.id.contains('.') {
                 r.err(
                     &at(&bpath, &[k("id")]),
-                    format!(
-                        "`{}` is not a usable id: letters, digits, - and _ only",
-                        b.id
-                    ),
+                    format!("`{}` is not a usable id: letters, digits, - and _ only", b.id),
                 );
             } else if !ids.insert(b.id.clone()) {
                 r.err(
                     &at(&bpath, &[k("id")]),
-                    format!(
-                        "backend id `{}` appears twice in pool `{}`",
-                        b.id, pool.name
-                    ),
+                    format!("backend id `{}` appears twice in pool `{}`", b.id, pool.name),
                 );
             }
             if let Err(e) = BackendUrl::parse(&b.url) {
                 r.err(&at(&bpath, &[k("url")]), e);
             }
             if b.weight == 0 {
-                r.err(
-                    &at(&bpath, &[k("weight")]),
-                    "must be at least 1 (drain a backend instead of weighting it 0)",
-                );
+                r.err(&at(&bpath, &[k("weight")]), "must be at least 1 (drain a backend instead of weighting it 0)");
             }
             if let Some(eh) = &b.engine_health {
                 if let Err(e) = BackendUrl::parse(eh) {
@@ -324,10 +269,7 @@ fn check_license(r: &mut Report<'_>, file: &FileConfig, license: &LicenseConfig)
     let any_enabled = license.monitor.as_ref().is_some_and(|m| m.enabled)
         || license.release.as_ref().is_some_and(|m| m.enabled);
     if any_enabled && file.qrs.is_none() {
-        r.err(
-            &[k("license")],
-            "the license jobs need a [qrs] section (url of the central node's QRS)",
-        );
+        r.err(&[k("license")], "the license jobs need a [qrs] section (url of the central node's QRS)");
     }
     if let Some(m) = &license.monitor {
         if let Err(e) = crate::control::schedule::Schedule::parse(&m.schedule) {
@@ -342,27 +284,16 @@ fn check_license(r: &mut Report<'_>, file: &FileConfig, license: &LicenseConfig)
         if rel.timezone.parse::<chrono_tz::Tz>().is_err() {
             r.err(
                 &at(&base, &[k("timezone")]),
-                format!(
-                    "`{}` is not an IANA time zone name, like \"UTC\" or \"Europe/Stockholm\"",
-                    rel.timezone
-                ),
+                format!("`{}` is not an IANA time zone name, like \"UTC\" or \"Europe/Stockholm\"", rel.timezone),
             );
         }
-        for (what, t) in [
-            ("professional", &rel.professional),
-            ("analyzer", &rel.analyzer),
-        ] {
+        for (what, t) in [("professional", &rel.professional), ("analyzer", &rel.analyzer)] {
             if t.threshold_days == 0 {
-                r.err(
-                    &at(&base, &[k(what), k("threshold_days")]),
-                    "must be at least 1 day",
-                );
+                r.err(&at(&base, &[k(what), k("threshold_days")]), "must be at least 1 day");
             }
         }
         for (j, u) in rel.never.users.iter().enumerate() {
-            if u.split_once('\\')
-                .is_none_or(|(d, id)| d.is_empty() || id.is_empty())
-            {
+            if u.split_once('\\').is_none_or(|(d, id)| d.is_empty() || id.is_empty()) {
                 r.err(
                     &at(&base, &[k("never"), k("users"), Seg::Index(j)]),
                     format!("`{u}` must be DIRECTORY\\userid"),

@@ -1,4 +1,4 @@
 //! The control plane: QRS client, schedules, license monitor and license release.
 
-pub mod cli;
 pub mod schedule;
+pub mod cli;

@@ -15,8 +15,7 @@ pub enum Schedule {
     At { hour: u32, minute: u32 },
 }
 
-const FORMS: &str =
-    "write \"every N minutes\", \"every N hours\", \"every N days\" or \"at HH:MM\" (UTC)";
+const FORMS: &str = "write \"every N minutes\", \"every N hours\", \"every N days\" or \"at HH:MM\" (UTC)";
 
 impl Schedule {
     pub fn parse(text: &str) -> Result<Schedule, String> {
@@ -35,9 +34,7 @@ impl Schedule {
                     _ => return Err(format!("`{text}`: unknown unit `{unit}`; {FORMS}")),
                 };
                 if n == 0 || n > limit {
-                    return Err(format!(
-                        "`{text}`: N must be 1 to {limit} for {unit}s; {FORMS}"
-                    ));
+                    return Err(format!("`{text}`: N must be 1 to {limit} for {unit}s; {FORMS}"));
                 }
                 Ok(make(n))
             }
@@ -84,7 +81,5 @@ impl Schedule {
 
 /// Convenience for tests and callers that hold a naive UTC time.
 pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
-        .single()
-        .expect("valid UTC time")
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).single().expect("valid UTC time")
 }
