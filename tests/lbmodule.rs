@@ -4,7 +4,7 @@
 mod engine_stub;
 
 use bytes::Bytes;
-use engine_stub::{health_json, runtime, EngineStub};
+use engine_stub::{health_json, runtime, EngineStub, TestPki};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use qlik_lb::balance::engine_health::EngineHealth;
@@ -424,4 +424,60 @@ async fn base_path_and_live_engines_end_to_end() {
         format!(r#"{{"QlikSenseEngines":["{}", "{}"]}}"#, a.addr, b.addr)
     );
     m.stop().await;
+}
+
+#[tokio::test]
+async fn serves_over_tls() {
+    let pki = TestPki::generate("lb");
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, shared) = runtime(
+        r#"
+[lb_module]
+listen = "127.0.0.1:0"
+pool = "engines"
+[[pool]]
+name = "engines"
+  [[pool.backend]]
+  id = "engine1"
+  url = "https://qs-node1.corp.example:4747"
+"#,
+        dir.path(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(qlik_lb::lbmodule::serve(
+        listener,
+        Some(pki.server_config(false)),
+        rt,
+        shared,
+        shutdown.clone(),
+    ));
+    let client = qlik_lb::tls::client_config_from(None, vec![pki.ca_der.clone()], true).unwrap();
+    let request = fixture("prioritize-request.json");
+    let (status, body) = timeout(LIMIT, async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(client)
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the module");
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::post("/loadbalancing/prioritize")
+            .header("host", "lb")
+            .body(Full::new(Bytes::from(request.clone())))
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    })
+    .await
+    .unwrap();
+    assert_eq!((status, body), (200, request));
+    shutdown.cancel();
+    timeout(LIMIT, task).await.unwrap().unwrap();
 }

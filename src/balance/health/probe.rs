@@ -85,7 +85,24 @@ pub async fn probe_once(
             }
         }
     };
-    let result = within(timeout, check).await;
+    // The engine health poll runs beside the check, so a probe takes one timeout at most.
+    let poll = async {
+        let url = target.engine_health.as_ref()?;
+        let path = if url.path.is_empty() {
+            "/"
+        } else {
+            url.path.as_str()
+        };
+        Some(within(timeout, engine_health(prober, url, path)).await)
+    };
+    let (result, polled) = tokio::join!(within(timeout, check), poll);
+    match polled {
+        Some(Ok(h)) => store(backend, metrics, h),
+        Some(Err(reason)) => {
+            tracing::debug!(pool = %backend.pool, backend = %backend.id, %reason, "engine health poll failed")
+        }
+        None => {}
+    }
     if let Err(reason) = &result {
         tracing::debug!(pool = %backend.pool, backend = %backend.id, %reason, "health check failed");
     }
@@ -93,19 +110,6 @@ pub async fn probe_once(
     let up = backend.record_check(result.clone(), health.rise, health.fall);
     if was_up != up {
         tracing::warn!(pool = %backend.pool, backend = %backend.id, up, reason = ?result.as_ref().err(), "backend state changed by health checks");
-    }
-    if let Some(url) = &target.engine_health {
-        let path = if url.path.is_empty() {
-            "/"
-        } else {
-            url.path.as_str()
-        };
-        match within(timeout, engine_health(prober, url, path)).await {
-            Ok(h) => store(backend, metrics, h),
-            Err(reason) => {
-                tracing::debug!(pool = %backend.pool, backend = %backend.id, %reason, "engine health poll failed")
-            }
-        }
     }
     result
 }
