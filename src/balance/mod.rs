@@ -2,6 +2,7 @@
 
 pub mod cookie;
 pub mod engine_health;
+pub mod health;
 pub mod learned;
 pub mod load;
 pub mod pool;

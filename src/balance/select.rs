@@ -1,13 +1,14 @@
 //! Picking a backend for a new user: round-robin, least-conn, and least-loaded (engine RAM/CPU
-//! health by power of two choices, so new users spread instead of herding onto one node).
+//! health, spread by spare capacity so new users do not herd onto one node).
 
-use super::load::load_score;
+use super::load::{choose_least_loaded, LoadInputs, FRESH_INTERVALS};
 use super::pool::Pool;
 use super::registry::Backend;
 use crate::config::{Balance, WhenAllDown};
 use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The outcome of a selection for a new user.
 pub enum Selected<'a> {
@@ -48,7 +49,9 @@ fn pick<'a>(pool: &Pool, c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
     match pool.cfg.balance {
         Balance::RoundRobin => pick_round_robin(pool, c),
         Balance::LeastConn => pick_least_conn(c),
-        Balance::LeastLoaded => pick_least_loaded(c),
+        Balance::LeastLoaded => {
+            pick_least_loaded(c, pool.cfg.health.interval.get() * FRESH_INTERVALS)
+        }
     }
 }
 
@@ -75,25 +78,19 @@ fn pick_least_conn<'a>(c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
         .min_by(|a, b| conn_load(a).total_cmp(&conn_load(b)))
 }
 
-/// Power of two choices over the load score: two random candidates, the lighter wins. A random
-/// pair keeps an idle-looking node from taking every new user between two health polls.
-pub fn pick_least_loaded<'a>(c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
-    match c.len() {
-        0 => None,
-        1 => Some(c[0]),
-        n => {
-            let mut rng = rand::thread_rng();
-            let i = rng.gen_range(0..n);
-            let mut j = rng.gen_range(0..n - 1);
-            if j >= i {
-                j += 1;
-            }
-            let (a, b) = (c[i], c[j]);
-            if load_score(b) < load_score(a) {
-                Some(b)
-            } else {
-                Some(a)
-            }
-        }
+/// `least-loaded`: weighted random by spare capacity over fresh engine health, falling back to
+/// connection counts when a sample is stale (see `load.rs` for why and how).
+pub fn pick_least_loaded<'a>(
+    c: &[&'a Arc<Backend>],
+    fresh_for: Duration,
+) -> Option<&'a Arc<Backend>> {
+    if c.len() <= 1 {
+        return c.first().copied();
     }
+    let now = Instant::now();
+    let inputs: Vec<LoadInputs> = c
+        .iter()
+        .map(|b| LoadInputs::of(b, fresh_for, now))
+        .collect();
+    choose_least_loaded(&inputs, &mut rand::thread_rng()).map(|i| c[i])
 }

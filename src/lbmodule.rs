@@ -1,1 +1,0 @@
-//! The Qlik "load balancing module": `POST <base_path>loadbalancing/prioritize`.

@@ -1,0 +1,221 @@
+//! The Qlik "load balancing module": `POST <base_path>loadbalancing/prioritize`.
+//!
+//! QPS sends the engines that may open an app; the answer is the same JSON object with the
+//! engines reordered best first from cached health (never waiting on a probe). It never fails
+//! closed: whenever ranking is not possible the engines come back in the order they were sent.
+
+pub mod engines;
+pub mod rank;
+pub mod request;
+
+pub use engines::{host_port, match_backend, match_engines, Matched, RecentFirsts};
+pub use rank::{rank, EngineState};
+pub use request::{BadRequest, Prioritize};
+
+use crate::runtime::{Shared, SharedRuntime};
+use bytes::Bytes;
+use http::{header, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest prioritize body accepted (a few hundred engines fit in a few KiB).
+pub const BODY_LIMIT: usize = 64 * 1024;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+struct State {
+    runtime: SharedRuntime,
+    shared: Arc<Shared>,
+    recent: RecentFirsts,
+    calls: AtomicUsize,
+}
+
+/// Serves the module on `listener` (TLS when `tls` is given) until `shutdown`; open connections
+/// finish the request they are on.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    runtime: SharedRuntime,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let state = Arc::new(State {
+        runtime,
+        shared,
+        recent: RecentFirsts::default(),
+        calls: AtomicUsize::new(0),
+    });
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let tracker = TaskTracker::new();
+    loop {
+        let tcp = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    tracing::warn!(error = %e, "load balancing module: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let (state, acceptor, shutdown) = (state.clone(), acceptor.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => connection(TokioIo::new(stream), state, shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "load balancing module: TLS handshake failed"),
+                        Err(_) => tracing::debug!("load balancing module: TLS handshake timed out"),
+                    }
+                }
+                None => connection(TokioIo::new(tcp), state, shutdown).await,
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+async fn connection<T>(io: T, state: Arc<State>, shutdown: CancellationToken)
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+async fn handle(state: &State, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    let rt = state.runtime.load_full();
+    let Some(lb) = rt.config.file.lb_module.as_ref() else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "the load balancing module is not configured",
+        );
+    };
+    let endpoint = format!(
+        "{}/loadbalancing/prioritize",
+        lb.base_path.trim_end_matches('/')
+    );
+    let path = req.uri().path();
+    if path != endpoint && path.strip_suffix('/') != Some(endpoint.as_str()) {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            &format!("no such path; POST {endpoint}"),
+        );
+    }
+    if req.method() != Method::POST {
+        let mut resp = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("use POST {endpoint}"),
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return resp;
+    }
+    let started = Instant::now();
+    let metrics = &state.shared.metrics;
+    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            metrics
+                .lbmodule_requests_total
+                .with_label_values(&["bad_request"])
+                .inc();
+            return if e.is::<http_body_util::LengthLimitError>() {
+                json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("the body is over {BODY_LIMIT} bytes"),
+                )
+            } else {
+                json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("reading the body failed: {e}"),
+                )
+            };
+        }
+    };
+    let (resp, result) = match Prioritize::parse(&body) {
+        Err(e) => (
+            json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+            "bad_request",
+        ),
+        Ok(p) => {
+            // A bug in ranking must not cost QPS its answer: it gets the list as sent.
+            let ranked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prioritize(state, &rt, &lb.pool, &p)
+            }));
+            let (text, result) = match ranked.ok().flatten() {
+                Some(order) => (p.render(&order), "ok"),
+                None => (p.text().to_string(), "fallback"),
+            };
+            (json(StatusCode::OK, text), result)
+        }
+    };
+    metrics
+        .lbmodule_requests_total
+        .with_label_values(&[result])
+        .inc();
+    metrics
+        .lbmodule_request_duration_seconds
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The new order, or `None` when there is nothing to rank by (the caller then echoes the input).
+fn prioritize(
+    state: &State,
+    rt: &crate::runtime::Runtime,
+    pool_name: &str,
+    p: &Prioritize<'_>,
+) -> Option<Vec<usize>> {
+    let pool = rt.pools.get(pool_name)?;
+    let matched = match_engines(pool, &p.engines, p.app_name.as_deref(), &state.recent);
+    if !matched.any_data {
+        return None;
+    }
+    let tie = state.calls.fetch_add(1, Ordering::Relaxed);
+    let order = rank(&matched.states, tie);
+    if let Some(Some(first)) = order.first().map(|&i| &matched.backends[i]) {
+        state.recent.record(first);
+    }
+    Some(order)
+}
+
+fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message }).to_string())
+}
