@@ -21,6 +21,8 @@ use tracing::{error, info};
 pub enum StartError {
     #[error("{0}")]
     Config(#[from] crate::config::ConfigErrors),
+    #[error("{what}: {message}")]
+    Tls { what: String, message: String },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: String,
@@ -104,6 +106,40 @@ impl Instance {
             }
             None => None,
         };
+        let lb_module = match &cfg.file.lb_module {
+            Some(lbm) => {
+                let tls = match &lbm.tls {
+                    Some(t) => Some(
+                        crate::tls::server_config(
+                            &cfg.resolve(&t.cert),
+                            &cfg.resolve(&t.key),
+                            None,
+                        )
+                        .map_err(|e| StartError::Tls {
+                            what: "lb_module.tls".into(),
+                            message: e.to_string(),
+                        })?,
+                    ),
+                    None => None,
+                };
+                let listener = bind("lb_module", &lbm.listen).await?;
+                let addr = listener.local_addr().expect("bound address");
+                tokio::spawn(crate::lbmodule::serve(
+                    listener,
+                    tls,
+                    runtime.clone(),
+                    shared.clone(),
+                    background.clone(),
+                ));
+                Some(addr)
+            }
+            None => None,
+        };
+        crate::balance::health::spawn_health_checks(
+            runtime.clone(),
+            shared.clone(),
+            background.clone(),
+        );
         let control = Arc::new(ControlStatus::new());
         spawn_jobs(
             cfg.clone(),
@@ -123,7 +159,7 @@ impl Instance {
             lifecycle,
             frontends,
             admin,
-            lb_module: None,
+            lb_module,
             control,
             background,
             grace,
@@ -194,6 +230,9 @@ pub fn run_from_file(path: &Path) -> ExitCode {
         }
         if let Some(addr) = instance.admin {
             info!(%addr, "admin listening");
+        }
+        if let Some(addr) = instance.lb_module {
+            info!(%addr, "load balancing module listening");
         }
         wait_for_stop_signal().await;
         info!("shutting down");

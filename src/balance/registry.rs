@@ -350,9 +350,17 @@ impl Registry {
             let stays = keep.contains(k);
             if !stays {
                 b.mark_removed();
+                // Gauges of a removed backend would otherwise report its last value forever.
                 let l = [k.0.as_str(), k.1.as_str()];
-                let _ = self.metrics.backend_up.remove_label_values(&l);
-                let _ = self.metrics.backend_draining.remove_label_values(&l);
+                let m = &self.metrics;
+                let _ = m.backend_up.remove_label_values(&l);
+                let _ = m.backend_draining.remove_label_values(&l);
+                let _ = m.engine_cpu_percent.remove_label_values(&l);
+                let _ = m.engine_memory_committed_bytes.remove_label_values(&l);
+                let _ = m.engine_memory_free_bytes.remove_label_values(&l);
+                let _ = m.engine_sessions_active.remove_label_values(&l);
+                let _ = m.engine_users_active.remove_label_values(&l);
+                let _ = m.engine_saturated.remove_label_values(&l);
             }
             stays
         });

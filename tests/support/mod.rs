@@ -53,6 +53,9 @@ balance = "round-robin"
 connect_timeout = "1s"
 response_timeout = "5s"
 {pool_extra}
+  [pool.health]
+  # TCP checks: the tests count every HTTP request a backend receives.
+  check = "tcp"
 "#
     );
     for (id, addr) in backends {
