@@ -5,9 +5,43 @@ use super::cookie::CookieCodec;
 use super::learned::LearnedSessions;
 use super::registry::{Backend, BackendTarget, Registry};
 use crate::config::{BackendUrl, PoolConfig};
+use crate::metrics::Metrics;
+use crate::proxy::route::Outcome;
+use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+
+/// The pool's sticky-decision counters, resolved once per pool.
+pub struct StickyCounters {
+    pub hit: IntCounter,
+    pub learned: IntCounter,
+    pub miss: IntCounter,
+    pub reassigned: IntCounter,
+    pub invalid: IntCounter,
+}
+
+impl StickyCounters {
+    fn new(pool: &str, m: &Metrics) -> StickyCounters {
+        let c = |outcome: &str| m.sticky_decisions_total.with_label_values(&[pool, outcome]);
+        StickyCounters {
+            hit: c("hit"),
+            learned: c("learned"),
+            miss: c("miss"),
+            reassigned: c("reassigned"),
+            invalid: c("invalid"),
+        }
+    }
+
+    pub fn count(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Hit => self.hit.inc(),
+            Outcome::Learned => self.learned.inc(),
+            Outcome::Miss => self.miss.inc(),
+            Outcome::Reassigned => self.reassigned.inc(),
+        }
+    }
+}
 
 pub struct Pool {
     pub name: String,
@@ -16,6 +50,7 @@ pub struct Pool {
     by_id: HashMap<String, usize>,
     pub codec: CookieCodec,
     pub learned: Arc<LearnedSessions>,
+    pub decisions: StickyCounters,
     pub(crate) rr_next: AtomicUsize,
 }
 
@@ -54,6 +89,7 @@ impl Pool {
             by_id,
             codec: CookieCodec::new(&cfg.name, secret),
             learned,
+            decisions: StickyCounters::new(&cfg.name, registry.metrics()),
             rr_next: AtomicUsize::new(0),
         }
     }

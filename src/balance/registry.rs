@@ -68,6 +68,8 @@ pub struct Backend {
     pub metrics: BackendMetrics,
     /// Idle keep-alive connections to this backend.
     pub idle: crate::proxy::upstream::IdlePool,
+    /// `qlb_http_requests_total` children per frontend, by status class; read without locks.
+    responses: ArcSwap<Vec<(String, [IntCounter; 5])>>,
 }
 
 /// Longest passive ejection; doubling starts at one second.
@@ -124,6 +126,7 @@ impl Backend {
             dead_signal: tokio::sync::watch::channel(0).0,
             metrics,
             idle: Default::default(),
+            responses: ArcSwap::from_pointee(Vec::new()),
         }
     }
 
@@ -208,6 +211,27 @@ impl Backend {
     /// Fires whenever the active checks mark the backend down.
     pub fn dead_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.dead_signal.subscribe()
+    }
+
+    /// Counts one answer to a client of `frontend` in `qlb_http_requests_total`.
+    pub fn count_response(&self, frontend: &str, status: u16, m: &Metrics) {
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        if let Some((_, counters)) = self.responses.load().iter().find(|(f, _)| f == frontend) {
+            counters[class].inc();
+            return;
+        }
+        let counters = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
+            m.http_requests_total
+                .with_label_values(&[frontend, &self.pool, &self.id, c])
+        });
+        counters[class].inc();
+        self.responses.rcu(|list| {
+            let mut list = (**list).clone();
+            if !list.iter().any(|(f, _)| f == frontend) {
+                list.push((frontend.to_string(), counters.clone()));
+            }
+            list
+        });
     }
 
     pub fn inflight(&self) -> i64 {

@@ -144,6 +144,22 @@ impl ChunkedScanner {
     }
 }
 
+/// Bodies up to this size that are already read ride in the same write as their head.
+const INLINE_BODY: u64 = 16 * 1024;
+
+/// Moves a small, fully buffered fixed-length body from `buf` to the end of `out` (one write
+/// instead of two for the common small answer). Returns whether the body is now in `out`.
+pub fn inline_small_body(buf: &mut BytesMut, framing: Framing, out: &mut BytesMut) -> bool {
+    match framing {
+        Framing::Empty => true,
+        Framing::Length(n) if n <= INLINE_BODY && buf.len() as u64 >= n => {
+            out.extend_from_slice(&buf.split_to(n as usize));
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Copies one body from `src` (with bytes already read into `buf`) to `dst`. On return `buf`
 /// holds only bytes after the body (a pipelined next message). Returns the bytes copied.
 pub async fn copy_body<R, W>(

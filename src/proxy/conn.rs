@@ -2,7 +2,7 @@
 //! wait for the next request (keep-alive), close, or hand both sockets to a WebSocket tunnel.
 
 use super::backend_head::{read_response_head, ResponseHeadError};
-use super::body::{copy_body, BodyError};
+use super::body::{copy_body, inline_small_body, BodyError};
 use super::client_head::{read_request_head, HeadLimits, HeadRead};
 use super::head::{Framing, Head};
 use super::respond::{error_response, request_id, ProxyError};
@@ -156,11 +156,15 @@ fn is_windows_auth(head: &Head) -> bool {
 }
 
 fn count(ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, backend: &str, status: u16) {
-    ctx.shared
-        .metrics
-        .http_requests_total
-        .with_label_values(&[&fe.cfg.name, &pool.name, backend, code_class(status)])
-        .inc();
+    match pool.backend(backend) {
+        Some(b) => b.count_response(&fe.cfg.name, status, &ctx.shared.metrics),
+        None => ctx
+            .shared
+            .metrics
+            .http_requests_total
+            .with_label_values(&[&fe.cfg.name, &pool.name, backend, code_class(status)])
+            .inc(),
+    }
 }
 
 /// What an error answer needs to know about the request it refuses.
@@ -209,9 +213,7 @@ async fn exchange(
         .await;
     };
     if chosen.invalid_cookie {
-        m.sticky_decisions_total
-            .with_label_values(&[&pool.name, "invalid"])
-            .inc();
+        pool.decisions.invalid.inc();
     }
     if chosen.all_down {
         warn!(pool = %pool.name, backend = %chosen.backend.id, "every backend is down; trying anyway");
@@ -274,9 +276,7 @@ async fn exchange(
             }
         }
     };
-    m.sticky_decisions_total
-        .with_label_values(&[&pool.name, chosen.outcome.label()])
-        .inc();
+    pool.decisions.count(chosen.outcome);
     let lease = backend.inflight_lease();
     let mut out = BytesMut::new();
     upstream_request(
@@ -292,7 +292,8 @@ async fn exchange(
     let response_timeout = pool.cfg.response_timeout.get();
     let expect_continue =
         head.framing != Framing::Empty && head.has_token("expect", "100-continue");
-    let mut body_sent = head.framing == Framing::Empty;
+    let mut body_sent =
+        !expect_continue && inline_small_body(&mut conn.buf, head.framing, &mut out);
     let mut fresh_retry_done = false;
     let resp = loop {
         let sent = if out.is_empty() {
@@ -481,18 +482,23 @@ async fn exchange(
         || resp.framing == Framing::UntilClose
         || ctx.lifecycle.stop.is_cancelled();
     client_response(&resp, set_cookie.as_deref(), close_client, &mut head_out);
+    let body_inline = inline_small_body(&mut up.buf, resp.framing, &mut head_out);
     if conn.io.write_all(&head_out).await.is_err() {
         return Next::Close(conn);
     }
-    match copy_body(
-        &mut up.io,
-        &mut up.buf,
-        &mut conn.io,
-        resp.framing,
-        response_timeout,
-    )
-    .await
-    {
+    let streamed = if body_inline {
+        Ok(0)
+    } else {
+        copy_body(
+            &mut up.io,
+            &mut up.buf,
+            &mut conn.io,
+            resp.framing,
+            response_timeout,
+        )
+        .await
+    };
+    match streamed {
         Ok(_) => {}
         Err(BodyError::Write(_)) => return Next::Close(conn),
         Err(e) => {
