@@ -190,45 +190,44 @@ fn parse_collecting(src: &str) -> (Option<FileConfig>, Vec<ConfigError>) {
     (None, errors)
 }
 
+/// serde names the offending word first and the valid ones after it, all in backticks:
+/// "unknown field `listn`, expected one of `listen`, `pool`".
+fn backticked<'a>(raw: &'a str, prefix: &str) -> Option<(&'a str, Vec<&'a str>)> {
+    let (name, tail) = raw.strip_prefix(prefix)?.split_once('`')?;
+    let expected = tail.split('`').skip(1).step_by(2).collect();
+    Some((name, expected))
+}
+
+/// The candidate most like `name`, when it is alike enough to suggest.
+pub(crate) fn nearest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|cand| (strsim::jaro_winkler(name, cand), cand))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score > 0.7)
+        .map(|(_, cand)| cand)
+}
+
 /// Rewrites serde's wording into what the reader should do, with the nearest valid key.
 fn friendly_message(raw: &str) -> String {
     let raw = raw.trim();
-    if let Some(rest) = raw.strip_prefix("unknown field `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            let expected: Vec<&str> = tail
-                .split('`')
-                .enumerate()
-                .filter(|(i, _)| i % 2 == 1)
-                .map(|(_, s)| s)
-                .collect();
-            let nearest = expected
-                .iter()
-                .map(|cand| (strsim::jaro_winkler(name, cand), *cand))
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            return match nearest {
-                Some((score, cand)) if score > 0.7 => {
-                    format!("unknown key `{name}`; did you mean `{cand}`?")
-                }
-                _ => format!(
-                    "unknown key `{name}`; valid keys here: {}",
-                    expected.join(", ")
-                ),
-            };
-        }
-    }
-    if let Some(rest) = raw.strip_prefix("unknown variant `") {
-        if let Some((name, tail)) = rest.split_once('`') {
-            let expected: Vec<&str> = tail
-                .split('`')
-                .enumerate()
-                .filter(|(i, _)| i % 2 == 1)
-                .map(|(_, s)| s)
-                .collect();
-            return format!(
-                "`{name}` is not allowed here; expected one of: {}",
+    if let Some((name, expected)) = backticked(raw, "unknown field `") {
+        return match nearest(name, expected.iter().copied()) {
+            Some(cand) => format!("unknown key `{name}`; did you mean `{cand}`?"),
+            None => format!(
+                "unknown key `{name}`; valid keys here: {}",
                 expected.join(", ")
-            );
-        }
+            ),
+        };
+    }
+    if let Some((name, expected)) = backticked(raw, "unknown variant `") {
+        return format!(
+            "`{name}` is not allowed here; expected one of: {}",
+            expected.join(", ")
+        );
     }
     raw.to_string()
 }

@@ -173,24 +173,11 @@ pub fn validate(
 }
 
 fn unknown_pool(name: &str, pools: &HashSet<String>) -> String {
-    let mut names: Vec<&String> = pools.iter().collect();
+    let mut names: Vec<&str> = pools.iter().map(String::as_str).collect();
     names.sort();
-    let nearest = names
-        .iter()
-        .map(|n| (strsim::jaro_winkler(name, n), *n))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match nearest {
-        Some((score, n)) if score > 0.7 => {
-            format!("no [[pool]] is named `{name}`; did you mean `{n}`?")
-        }
-        _ => format!(
-            "no [[pool]] is named `{name}`; pools: {}",
-            names
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+    match super::nearest(name, names.iter().copied()) {
+        Some(n) => format!("no [[pool]] is named `{name}`; did you mean `{n}`?"),
+        None => format!("no [[pool]] is named `{name}`; pools: {}", names.join(", ")),
     }
 }
 

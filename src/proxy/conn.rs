@@ -167,6 +167,25 @@ fn count(ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, backend: &str, statu
     }
 }
 
+/// A fresh connection after an idle one turned out closed by the backend as we picked it
+/// (the keep-alive race); a failure here is the backend's, so it is ejected.
+async fn reconnect(backend: &Backend, pool: &Pool, ctx: &ProxyCtx) -> Option<BackendConn> {
+    match connect(
+        &backend.target(),
+        pool.cfg.connect_timeout.get(),
+        &ctx.backend_tls,
+    )
+    .await
+    {
+        Ok(c) => Some(c),
+        Err(e) => {
+            warn!(pool = %pool.name, backend = %backend.id, error = %e, "backend reconnect failed; ejecting");
+            backend.eject();
+            None
+        }
+    }
+}
+
 /// What an error answer needs to know about the request it refuses.
 struct Scope<'a> {
     ctx: &'a ProxyCtx,
@@ -303,20 +322,10 @@ async fn exchange(
         };
         if let Err(e) = sent {
             if up.reused && idempotent && !fresh_retry_done {
-                // An idle connection the backend closed as we picked it: use a fresh one.
                 fresh_retry_done = true;
-                match connect(
-                    &backend.target(),
-                    pool.cfg.connect_timeout.get(),
-                    &ctx.backend_tls,
-                )
-                .await
-                {
-                    Ok(c) => {
-                        up = c;
-                        continue;
-                    }
-                    Err(_) => backend.eject(),
+                if let Some(c) = reconnect(&backend, pool, ctx).await {
+                    up = c;
+                    continue;
                 }
             }
             return fail(
@@ -403,29 +412,18 @@ async fn exchange(
             }
             Err(ResponseHeadError::Closed) if up.reused && idempotent && !fresh_retry_done => {
                 fresh_retry_done = true;
-                match connect(
-                    &backend.target(),
-                    pool.cfg.connect_timeout.get(),
-                    &ctx.backend_tls,
-                )
-                .await
-                {
-                    Ok(c) => {
-                        up = c;
-                        continue;
-                    }
-                    Err(_) => {
-                        backend.eject();
-                        return fail(
-                            conn,
-                            &scope,
-                            &backend.id,
-                            ProxyError::BadGateway,
-                            "backend closed the connection",
-                        )
-                        .await;
-                    }
+                if let Some(c) = reconnect(&backend, pool, ctx).await {
+                    up = c;
+                    continue;
                 }
+                return fail(
+                    conn,
+                    &scope,
+                    &backend.id,
+                    ProxyError::BadGateway,
+                    "backend closed the connection",
+                )
+                .await;
             }
             Err(e) => {
                 if matches!(e, ResponseHeadError::Closed) {

@@ -203,16 +203,44 @@ fn wants_close(head: &Head) -> bool {
     }
 }
 
+fn parsed(status: httparse::Result<usize>, what: &'static str) -> Result<(), HeadError> {
+    match status {
+        Ok(httparse::Status::Complete(_)) => Ok(()),
+        Ok(httparse::Status::Partial) => Err(HeadError::Malformed("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+        Err(_) => Err(HeadError::Malformed(what)),
+    }
+}
+
+impl Head {
+    fn new(
+        raw: Bytes,
+        headers: Vec<Header>,
+        version_minor: u8,
+        method: Range<usize>,
+        target: Range<usize>,
+        status: u16,
+    ) -> Head {
+        let line_end = raw.iter().position(|b| *b == b'\r').unwrap_or(0);
+        Head {
+            first_line: 0..line_end,
+            headers,
+            version_minor,
+            framing: Framing::Empty,
+            close: false,
+            method,
+            target,
+            status,
+            raw,
+        }
+    }
+}
+
 /// Parses a complete request head (`raw` ends with CRLFCRLF).
 pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut storage);
-    match req.parse(&raw) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(_) => return Err(HeadError::Malformed("malformed request head")),
-    }
+    parsed(req.parse(&raw), "malformed request head")?;
     let method = offset(&raw, req.method.unwrap_or_default().as_bytes());
     let path = req.path.unwrap_or_default();
     if !(path.starts_with('/')
@@ -225,18 +253,7 @@ pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
     let target = offset(&raw, path.as_bytes());
     let version_minor = req.version.unwrap_or(1);
     let headers = collect_headers(&raw, req.headers);
-    let line_end = raw.iter().position(|b| *b == b'\r').unwrap_or(0);
-    let mut head = Head {
-        first_line: 0..line_end,
-        headers,
-        version_minor,
-        framing: Framing::Empty,
-        close: false,
-        method,
-        target,
-        status: 0,
-        raw,
-    };
+    let mut head = Head::new(raw, headers, version_minor, method, target, 0);
     let hosts = head.values("host").count();
     if hosts > 1 || (hosts == 0 && version_minor == 1) {
         return Err(HeadError::Malformed(
@@ -252,27 +269,11 @@ pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
 pub fn parse_response(raw: Bytes, request_was_head: bool) -> Result<Head, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut storage);
-    match res.parse(&raw) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(HeadError::Malformed("incomplete head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(_) => return Err(HeadError::Malformed("malformed response head")),
-    }
+    parsed(res.parse(&raw), "malformed response head")?;
     let status = res.code.unwrap_or(0);
     let version_minor = res.version.unwrap_or(1);
     let headers = collect_headers(&raw, res.headers);
-    let line_end = raw.iter().position(|b| *b == b'\r').unwrap_or(0);
-    let mut head = Head {
-        first_line: 0..line_end,
-        headers,
-        version_minor,
-        framing: Framing::Empty,
-        close: false,
-        method: 0..0,
-        target: 0..0,
-        status,
-        raw,
-    };
+    let mut head = Head::new(raw, headers, version_minor, 0..0, 0..0, status);
     let declared = body_framing(&head)?;
     head.framing =
         if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
