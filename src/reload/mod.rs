@@ -100,6 +100,10 @@ impl Reloader {
     /// Reloads the config file now; waits for a reload already running to finish first.
     pub async fn reload(&self, trigger: Trigger) -> Arc<ReloadOutcome> {
         let _one_at_a_time = self.serial.lock().await;
+        self.reload_locked(trigger).await
+    }
+
+    async fn reload_locked(&self, trigger: Trigger) -> Arc<ReloadOutcome> {
         let outcome = match self.try_reload().await {
             Ok(hash) => {
                 let m = &self.shared.metrics;
@@ -139,9 +143,18 @@ impl Reloader {
         outcome
     }
 
-    /// True when the file holds exactly the serving config and the last reload went well, so a
-    /// change notice for it (an editor saving twice, a touch) needs no reload.
-    pub fn file_unchanged(&self) -> bool {
+    /// Reloads unless the file holds exactly the serving config and the last reload went well:
+    /// a change notice for it (an editor saving twice, a touch) needs no reload. Returns `None`
+    /// when nothing was done.
+    pub async fn reload_if_changed(&self, trigger: Trigger) -> Option<Arc<ReloadOutcome>> {
+        let _one_at_a_time = self.serial.lock().await;
+        if self.file_unchanged() {
+            return None;
+        }
+        Some(self.reload_locked(trigger).await)
+    }
+
+    fn file_unchanged(&self) -> bool {
         let Some(path) = &self.path else { return true };
         let Ok(bytes) = std::fs::read(path) else {
             return false;

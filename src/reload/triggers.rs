@@ -95,11 +95,10 @@ pub fn reload_on_file_change(
                     _ = stop.cancelled() => return,
                 }
             }
-            if reloader.file_unchanged() {
+            let Some(outcome) = reloader.reload_if_changed(Trigger::File).await else {
                 continue;
-            }
-            info!(file = %path.display(), "config file changed: reloading");
-            let outcome = reloader.reload(Trigger::File).await;
+            };
+            info!(file = %path.display(), "config file changed");
             if !outcome.ok {
                 warn!(file = %path.display(), "the changed config file was not applied");
             }
