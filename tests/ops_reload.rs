@@ -96,6 +96,11 @@ fn free_port() -> u16 {
 }
 
 async fn open_ws(addr: SocketAddr) -> Ws {
+    open_ws_to(addr).await.0
+}
+
+/// Opens a tunnel and says which backend answered it.
+async fn open_ws_to(addr: SocketAddr) -> (Ws, String) {
     let req = format!("ws://{addr}/app/reload-test")
         .into_client_request()
         .unwrap();
@@ -106,7 +111,8 @@ async fn open_ws(addr: SocketAddr) -> Ws {
         .await
         .expect("upgrade through the proxy");
     assert_eq!(resp.status(), 101);
-    ws
+    let backend = resp.headers()["x-backend"].to_str().unwrap().to_string();
+    (ws, backend)
 }
 
 async fn echo(ws: &mut Ws, text: &str) {
@@ -307,11 +313,15 @@ async fn run() {
         }
         if step == 0 {
             // Tunnels to a backend that a later reload removes must live on.
-            for _ in 0..6 {
-                b3_tunnels.push(open_ws(now).await);
+            for _ in 0..60 {
+                let (ws, backend) = open_ws_to(now).await;
+                b3_tunnels.push(ws);
+                if backend == "b3" {
+                    break;
+                }
             }
             let b3 = registry.get("proxies", "b3").unwrap();
-            support::eventually(5, || b3.tunnels() > 0).await;
+            support::eventually(5, || b3.tunnels() == 1).await;
             b3_backend = Some(b3);
         }
     }
