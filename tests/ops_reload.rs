@@ -214,7 +214,7 @@ async fn run() {
             saturated: true,
             ..Default::default()
         },
-        taken: Instant::now().into(),
+        taken: Instant::now(),
         taken_wall: SystemTime::now(),
     }));
     b2.record_check(Err("probe refused".into()), 2, 3);
