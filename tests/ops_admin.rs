@@ -299,3 +299,49 @@ async fn a_broken_config_keeps_the_old_one_serving() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn concurrent_reloads_all_apply_and_the_admin_listener_moves() {
+    within(30, async {
+        let (b1, b2) = (
+            TestBackend::start("b1").await,
+            TestBackend::start("b2").await,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let text = config(&b1.addr_string(), &b2.addr_string(), "round-robin");
+        let instance = Arc::new(start_from_file(dir.path(), &text).await);
+        let oks = r#"qlb_config_reloads_total{result="ok"}"#;
+        let before = support::metric(&instance, oks).await;
+
+        let runs: Vec<_> = (0..6)
+            .map(|_| {
+                let i = instance.clone();
+                tokio::spawn(async move { i.reload(qlik_lb::reload::Trigger::Api).await })
+            })
+            .collect();
+        for r in runs {
+            assert!(r.await.unwrap().ok);
+        }
+        assert_eq!(support::metric(&instance, oks).await, before + 6.0);
+
+        let old_admin = instance.admin_addr().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let moved = text.replacen(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+            1,
+        );
+        std::fs::write(dir.path().join("qlik-lb.toml"), moved).unwrap();
+        let reply = post(old_admin, "/api/v1/reload", Some(TOKEN)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let new_admin = instance.admin_addr().unwrap();
+        assert_eq!(new_admin.port(), port);
+        assert_eq!(raw::get(new_admin, "/healthz", &[]).await.status, 200);
+        eventually(5, || std::net::TcpStream::connect(old_admin).is_err()).await;
+    })
+    .await;
+}
