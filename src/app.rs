@@ -6,16 +6,18 @@ use crate::config::Config;
 use crate::control::{jobs::spawn_jobs, ControlStatus};
 use crate::metrics::Metrics;
 use crate::proxy::{listener::serve_frontend, Lifecycle, ProxyCtx};
+use crate::reload::listeners::{ListenerSpec, Listeners};
+use crate::reload::triggers::{self, WatchError};
+use crate::reload::{ListenerSpecs, ReloadOutcome, Reloader, Trigger};
 use crate::runtime::{Runtime, Shared, SharedRuntime};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -36,23 +38,17 @@ pub struct Instance {
     pub shared: Arc<Shared>,
     pub runtime: SharedRuntime,
     pub lifecycle: Arc<Lifecycle>,
+    /// Front-door addresses as bound at start (`frontend_addr` follows reloads).
     pub frontends: Vec<(String, SocketAddr)>,
+    /// Admin address as bound at start (`admin_addr` follows reloads).
     pub admin: Option<SocketAddr>,
     pub lb_module: Option<SocketAddr>,
     /// Last license snapshot and release run, for the status API.
     pub control: Arc<ControlStatus>,
+    pub reloader: Arc<Reloader>,
+    pub admin_ctx: Arc<AdminCtx>,
     background: CancellationToken,
     grace: Duration,
-}
-
-async fn bind(what: &str, addr: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind {
-            what: what.to_string(),
-            addr: addr.to_string(),
-            source,
-        })
 }
 
 impl Instance {
@@ -64,6 +60,7 @@ impl Instance {
         config: Config,
         metrics: Arc<Metrics>,
     ) -> Result<Instance, StartError> {
+        let token = crate::admin::auth::load_token(&config)?;
         let shared = Shared::new(metrics);
         let runtime: SharedRuntime =
             Arc::new(ArcSwap::from_pointee(Runtime::build(config, &shared)?));
@@ -83,58 +80,12 @@ impl Instance {
         let background = CancellationToken::new();
         let cfg = runtime.load().config.clone();
         let ctx = ProxyCtx::new(runtime.clone(), shared.clone(), lifecycle.clone());
-
-        let mut frontends = Vec::new();
-        for fe in &cfg.file.frontend {
-            let listener = bind(&format!("frontend {}", fe.name), &fe.listen).await?;
-            frontends.push((
-                fe.name.clone(),
-                listener.local_addr().expect("bound address"),
-            ));
-            tokio::spawn(serve_frontend(listener, fe.name.clone(), ctx.clone()));
-        }
-        let admin = match &cfg.file.admin {
-            Some(a) => {
-                let listener = bind("admin", &a.listen).await?;
-                let addr = listener.local_addr().expect("bound address");
-                let actx = Arc::new(AdminCtx {
-                    runtime: runtime.clone(),
-                    shared: shared.clone(),
-                });
-                tokio::spawn(admin::serve(listener, actx, background.clone()));
-                Some(addr)
-            }
-            None => None,
-        };
-        let lb_module = match &cfg.file.lb_module {
-            Some(lbm) => {
-                let tls = match &lbm.tls {
-                    Some(t) => Some(
-                        crate::tls::server_config(
-                            &cfg.resolve(&t.cert),
-                            &cfg.resolve(&t.key),
-                            None,
-                        )
-                        .map_err(|e| StartError::Tls {
-                            what: "lb_module.tls".into(),
-                            message: e.to_string(),
-                        })?,
-                    ),
-                    None => None,
-                };
-                let listener = bind("lb_module", &lbm.listen).await?;
-                let addr = listener.local_addr().expect("bound address");
-                tokio::spawn(crate::lbmodule::serve(
-                    listener,
-                    tls,
-                    runtime.clone(),
-                    shared.clone(),
-                    background.clone(),
-                ));
-                Some(addr)
-            }
-            None => None,
-        };
+        // A bad certificate fails the start here, not later inside the listener task.
+        lb_module_tls(&cfg)?;
+        let admin_ctx = admin_context(&runtime, &shared, &lifecycle, &ctx, &background, token);
+        let frontends = bind_listeners(&admin_ctx.reloader, &cfg).await?;
+        let admin = admin_ctx.reloader.listeners().addr(ADMIN_KEY);
+        let lb_module = admin_ctx.reloader.listeners().addr(LB_MODULE_KEY);
         crate::balance::health::spawn_health_checks(
             runtime.clone(),
             shared.clone(),
@@ -147,6 +98,15 @@ impl Instance {
             control.clone(),
             background.clone(),
         );
+        let view = control.clone();
+        let _ = admin_ctx.control.set(Arc::new(move || {
+            let v = view.view();
+            serde_json::json!({
+                "license": v.license,
+                "license_error": v.license_error,
+                "release": v.last_release,
+            })
+        }));
         let grace = cfg
             .file
             .admin
@@ -161,33 +121,206 @@ impl Instance {
             admin,
             lb_module,
             control,
+            reloader: admin_ctx.reloader.clone(),
+            admin_ctx,
             background,
             grace,
         })
     }
 
+    /// The front-door address of a frontend now (after reloads too).
     pub fn frontend_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.frontends
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+        self.reloader.listeners().addr(&frontend_key(name))
+    }
+
+    /// The admin address now (after reloads too).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.reloader.listeners().addr(ADMIN_KEY)
+    }
+
+    /// Reloads the config file now (what SIGHUP, a file change and `POST /api/v1/reload` do).
+    pub async fn reload(&self, trigger: Trigger) -> Arc<ReloadOutcome> {
+        self.reloader.reload(trigger).await
+    }
+
+    /// Reloads on SIGHUP and whenever the config file changes, until shutdown.
+    pub fn watch_for_reloads(&self) -> Result<(), WatchError> {
+        triggers::reload_on_sighup(self.reloader.clone(), self.background.clone())?;
+        triggers::reload_on_file_change(self.reloader.clone(), self.background.clone())
     }
 
     /// Stops accepting, lets in-flight requests finish, gives open tunnels the shutdown grace,
     /// then closes them; returns as soon as everything is done.
     pub async fn shutdown(self) {
-        self.lifecycle.stop.cancel();
-        self.lifecycle.tracker.close();
-        if tokio::time::timeout(self.grace, self.lifecycle.tracker.wait())
-            .await
-            .is_err()
-        {
-            self.lifecycle.close_tunnels.cancel();
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), self.lifecycle.tracker.wait()).await;
-        }
+        shutdown_in_order(&self.lifecycle, self.grace, &self.runtime).await;
         self.background.cancel();
     }
+}
+
+const ADMIN_KEY: &str = "admin";
+const LB_MODULE_KEY: &str = "lb_module";
+
+/// The LB module's server TLS, when configured.
+fn lb_module_tls(cfg: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, StartError> {
+    let Some(t) = cfg.file.lb_module.as_ref().and_then(|l| l.tls.as_ref()) else {
+        return Ok(None);
+    };
+    crate::tls::server_config(&cfg.resolve(&t.cert), &cfg.resolve(&t.key), None)
+        .map(Some)
+        .map_err(|e| StartError::Tls {
+            what: "lb_module.tls".into(),
+            message: e.to_string(),
+        })
+}
+
+fn frontend_key(name: &str) -> String {
+    format!("frontend {name}")
+}
+
+/// Binds and starts every listener of the first config; returns the front-door addresses.
+async fn bind_listeners(
+    reloader: &Reloader,
+    cfg: &Config,
+) -> Result<Vec<(String, SocketAddr)>, StartError> {
+    let listeners = reloader.listeners();
+    let plan = listeners
+        .prepare(reloader.specs(cfg))
+        .await
+        .map_err(|failures| {
+            let f = failures.into_iter().next().expect("at least one failure");
+            StartError::Bind {
+                what: f.key,
+                addr: f.addr,
+                source: f.source,
+            }
+        })?;
+    listeners.commit(plan);
+    Ok(cfg
+        .file
+        .frontend
+        .iter()
+        .filter_map(|fe| {
+            listeners
+                .addr(&frontend_key(&fe.name))
+                .map(|a| (fe.name.clone(), a))
+        })
+        .collect())
+}
+
+/// The admin context, with a reloader that knows every listener a config asks for.
+fn admin_context(
+    runtime: &SharedRuntime,
+    shared: &Arc<Shared>,
+    lifecycle: &Arc<Lifecycle>,
+    proxy: &Arc<ProxyCtx>,
+    background: &CancellationToken,
+    token: Option<String>,
+) -> Arc<AdminCtx> {
+    let token = Arc::new(ArcSwapOption::from(token.map(Arc::new)));
+    Arc::new_cyclic(|me: &Weak<AdminCtx>| {
+        let specs = listener_specs(proxy.clone(), me.clone(), background.clone());
+        let reloader = Arc::new(Reloader::new(
+            runtime.clone(),
+            shared.clone(),
+            Arc::new(Listeners::new()),
+            specs,
+            token.clone(),
+        ));
+        AdminCtx {
+            runtime: runtime.clone(),
+            shared: shared.clone(),
+            lifecycle: lifecycle.clone(),
+            reloader,
+            token,
+            control: OnceLock::new(),
+        }
+    })
+}
+
+/// Every listener a config asks for. Used at start and on each reload, which re-binds the ones
+/// whose address changed.
+fn listener_specs(
+    proxy: Arc<ProxyCtx>,
+    admin: Weak<AdminCtx>,
+    background: CancellationToken,
+) -> ListenerSpecs {
+    Box::new(move |cfg: &Config| {
+        let mut specs = Vec::new();
+        for (i, fe) in cfg.file.frontend.iter().enumerate() {
+            let proxy = proxy.clone();
+            let name = fe.name.clone();
+            specs.push(ListenerSpec {
+                key: frontend_key(&fe.name),
+                config_key: format!("frontend[{i}].listen"),
+                listen: fe.listen.clone(),
+                parent: proxy.lifecycle.stop.clone(),
+                start: Box::new(move |listener, stop| {
+                    tokio::spawn(serve_frontend(listener, name, proxy, stop));
+                }),
+            });
+        }
+        if let Some(a) = &cfg.file.admin {
+            let admin = admin.clone();
+            specs.push(ListenerSpec {
+                key: ADMIN_KEY.to_string(),
+                config_key: "admin.listen".to_string(),
+                listen: a.listen.clone(),
+                parent: background.clone(),
+                start: Box::new(move |listener, stop| {
+                    if let Some(ctx) = admin.upgrade() {
+                        tokio::spawn(admin::serve(listener, ctx, stop));
+                    }
+                }),
+            });
+        }
+        if let Some(lbm) = &cfg.file.lb_module {
+            let (runtime, shared) = (proxy.runtime.clone(), proxy.shared.clone());
+            let tls = lb_module_tls(cfg);
+            specs.push(ListenerSpec {
+                key: LB_MODULE_KEY.to_string(),
+                config_key: "lb_module.listen".to_string(),
+                listen: lbm.listen.clone(),
+                parent: background.clone(),
+                start: Box::new(move |listener, stop| match tls {
+                    Ok(tls) => {
+                        tokio::spawn(crate::lbmodule::serve(listener, tls, runtime, shared, stop));
+                    }
+                    Err(e) => error!("load balancing module not started: {e}"),
+                }),
+            });
+        }
+        specs
+    })
+}
+
+/// The shutdown contract: stop accepting (and close idle keep-alive connections); wait for
+/// in-flight requests and open tunnels; after `grace` close the tunnels; then give requests still
+/// running up to the longest response timeout to end.
+async fn shutdown_in_order(lifecycle: &Lifecycle, grace: Duration, runtime: &SharedRuntime) {
+    lifecycle.stop.cancel();
+    lifecycle.tracker.close();
+    if tokio::time::timeout(grace, lifecycle.tracker.wait())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    info!("shutdown grace of {grace:?} over: closing open WebSocket tunnels");
+    lifecycle.close_tunnels.cancel();
+    let longest_response = runtime
+        .load()
+        .config
+        .file
+        .pool
+        .iter()
+        .map(|p| p.response_timeout.get())
+        .max()
+        .unwrap_or_default();
+    let _ = tokio::time::timeout(
+        longest_response.max(Duration::from_secs(5)),
+        lifecycle.tracker.wait(),
+    )
+    .await;
 }
 
 /// `qlik-lb check`: prints `ok` or every error, exit 0 or 1.
@@ -233,6 +366,9 @@ pub fn run_from_file(path: &Path) -> ExitCode {
         }
         if let Some(addr) = instance.lb_module {
             info!(%addr, "load balancing module listening");
+        }
+        if let Err(e) = instance.watch_for_reloads() {
+            warn!("{e}; reload with POST /api/v1/reload instead");
         }
         wait_for_stop_signal().await;
         info!("shutting down");

@@ -17,6 +17,7 @@ pub mod lbmodule;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod sim;
 pub mod tls;

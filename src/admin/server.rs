@@ -1,19 +1,38 @@
-//! The admin HTTP server (hyper): routes requests to their handlers.
+//! The admin HTTP server (hyper): routes requests to their handlers. Every error answer carries a
+//! request id, in the `X-Request-Id` header, the JSON body and the log line.
 
+use super::auth::{self, Verdict};
+use super::status;
+use crate::proxy::respond::request_id;
+use crate::proxy::Lifecycle;
+use crate::reload::{Reloader, Trigger};
 use crate::runtime::{Shared, SharedRuntime};
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The control plane's contribution to the status: a JSON object whose `license` and `release`
+/// members are shown as they are (the last license snapshot and the last release run summary).
+pub type ControlStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 pub struct AdminCtx {
     pub runtime: SharedRuntime,
     pub shared: Arc<Shared>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub reloader: Arc<Reloader>,
+    /// The bearer token every POST needs, when `[admin] token_file` is set.
+    pub token: Arc<ArcSwapOption<String>>,
+    /// Set once by whoever runs the control plane jobs.
+    pub control: OnceLock<ControlStatus>,
 }
 
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminCtx>, stop: CancellationToken) {
@@ -44,6 +63,7 @@ pub fn text(status: StatusCode, ctype: &str, body: impl Into<Bytes>) -> Response
     Response::builder()
         .status(status)
         .header("content-type", ctype)
+        .header("cache-control", "no-store")
         .body(Full::new(body.into()))
         .expect("valid response")
 }
@@ -52,17 +72,154 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Byte
     text(status, "application/json", value.to_string())
 }
 
+/// An error answer: JSON with the reason and a request id, logged with the same id.
+fn error(
+    status: StatusCode,
+    method: &Method,
+    path: &str,
+    message: &str,
+    extra: serde_json::Value,
+) -> Response<Full<Bytes>> {
+    let id = request_id();
+    warn!(request_id = %id, %method, path, status = status.as_u16(), "admin: {message}");
+    let mut body = json!({"error": message, "request_id": id});
+    if let (Some(b), serde_json::Value::Object(more)) = (body.as_object_mut(), extra) {
+        b.extend(more);
+    }
+    let mut resp = json(status, &body);
+    resp.headers_mut().insert(
+        "x-request-id",
+        id.parse().expect("request id is a header value"),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            "www-authenticate",
+            http::HeaderValue::from_static("Bearer realm=\"qlik-lb admin\""),
+        );
+    }
+    resp
+}
+
 async fn handle(req: Request<Incoming>, ctx: &AdminCtx) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let none = serde_json::Value::Null;
+    if method == Method::POST {
+        let token = ctx.token.load_full();
+        let given = req.headers().get("authorization").map(|v| v.as_bytes());
+        match auth::check(token.as_deref().map(|t| t.as_str()), given) {
+            Verdict::Allowed => {}
+            Verdict::Missing => {
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    &method,
+                    &path,
+                    "this needs Authorization: Bearer <admin token>",
+                    none,
+                )
+            }
+            Verdict::Wrong => {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    &method,
+                    &path,
+                    "the admin token is wrong",
+                    none,
+                )
+            }
+        }
+    }
+    match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             ctx.shared.metrics.render(),
         ),
-        _ => json(
-            StatusCode::NOT_FOUND,
-            &serde_json::json!({"error": "no such route"}),
+        (&Method::GET, "/readyz") => match status::readiness(ctx) {
+            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n"),
+            Err(reasons) => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &method,
+                &path,
+                "not ready",
+                json!({ "reasons": reasons }),
+            ),
+        },
+        (&Method::GET, "/api/v1/status") => json(StatusCode::OK, &status::status(ctx)),
+        (&Method::GET, "/") | (&Method::GET, "/index.html") => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            super::page::STATUS_PAGE,
         ),
+        (&Method::POST, "/api/v1/reload") => {
+            let outcome = ctx.reloader.reload(Trigger::Api).await;
+            if outcome.ok {
+                json(StatusCode::OK, &json!(&*outcome))
+            } else {
+                error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &method,
+                    &path,
+                    "the config was not reloaded; the previous config keeps serving",
+                    json!({ "reload": &*outcome }),
+                )
+            }
+        }
+        (&Method::POST, p) if p.starts_with("/api/v1/pools/") => drain(ctx, &method, p),
+        (_, "/healthz" | "/metrics" | "/readyz" | "/api/v1/status" | "/" | "/api/v1/reload") => {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &method,
+                &path,
+                "method not allowed here",
+                none,
+            )
+        }
+        _ => error(StatusCode::NOT_FOUND, &method, &path, "no such route", none),
     }
+}
+
+/// `POST /api/v1/pools/{pool}/backends/{id}/drain|undrain`
+fn drain(ctx: &AdminCtx, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let none = serde_json::Value::Null;
+    let parts: Vec<&str> = path
+        .trim_start_matches("/api/v1/pools/")
+        .split('/')
+        .collect();
+    let (pool_name, id, on) = match parts.as_slice() {
+        [pool, "backends", id, "drain"] => (*pool, *id, true),
+        [pool, "backends", id, "undrain"] => (*pool, *id, false),
+        _ => return error(StatusCode::NOT_FOUND, method, path, "no such route", none),
+    };
+    let rt = ctx.runtime.load();
+    let Some(pool) = rt.pools.get(pool_name) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            method,
+            path,
+            &format!("no pool named {pool_name}"),
+            none,
+        );
+    };
+    let Some(backend) = pool.backend(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            method,
+            path,
+            &format!("pool {pool_name} has no backend {id}"),
+            none,
+        );
+    };
+    backend.set_draining(on);
+    info!(
+        pool = pool_name,
+        backend = id,
+        draining = on,
+        "admin: drain state set"
+    );
+    json(
+        StatusCode::OK,
+        &json!({"pool": pool_name, "backend": id, "draining": on}),
+    )
 }

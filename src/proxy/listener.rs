@@ -7,9 +7,17 @@ use crate::runtime::FrontendRuntime;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-pub async fn serve_frontend(listener: TcpListener, name: String, ctx: Arc<ProxyCtx>) {
+/// Accepts until `stop` is cancelled (shutdown, or a reload that moved or removed this frontend);
+/// the connections it accepted carry on.
+pub async fn serve_frontend(
+    listener: TcpListener,
+    name: String,
+    ctx: Arc<ProxyCtx>,
+    stop: CancellationToken,
+) {
     let initial = ctx.runtime.load().frontend(&name).cloned();
     let Some(initial) = initial else {
         warn!(frontend = %name, "frontend is not in the config");
@@ -19,11 +27,11 @@ pub async fn serve_frontend(listener: TcpListener, name: String, ctx: Arc<ProxyC
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
-            _ = ctx.lifecycle.stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = ctx.lifecycle.stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         let (tcp, peer) = match accepted {
             Ok(a) => a,

@@ -1,0 +1,147 @@
+//! Every metric name of the product contract (PRODUCT.md §5.1, read from the contract itself)
+//! appears on `/metrics` of a running instance that has carried traffic.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use qlik_lb::app::Instance;
+use std::collections::BTreeSet;
+use support::backend::TestBackend;
+use support::{frontdoor_config, raw, start, within};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/PRODUCT.md");
+
+/// Producers that need a Qlik site (engines, QRS); the demo test covers them.
+const PRODUCED_ELSEWHERE: &[&str] = &["qlb_engine_", "qlb_lbmodule_", "qlb_license_", "qlb_job_"];
+
+/// The metric names of §5.1, in backticks in the table rows.
+fn contract_names() -> BTreeSet<String> {
+    let spec = std::fs::read_to_string(CONTRACT).expect("the product contract");
+    let section = spec
+        .split("### 5.1")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("section 5.1");
+    let mut names = BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let first_cell = line.split('|').nth(1).unwrap_or_default();
+        for part in first_cell.split('`').skip(1).step_by(2) {
+            if part.starts_with("qlb_") {
+                names.insert(part.to_string());
+            }
+        }
+    }
+    assert!(names.len() >= 30, "found only {names:?} in §5.1");
+    names
+}
+
+/// Front-door traffic of every kind: a miss, a sticky hit, a tunnel with bytes, a bad request,
+/// and a reload.
+async fn instance_with_traffic(backend: &TestBackend) -> (Instance, String) {
+    let instance = start(&frontdoor_config(&[("b1", backend.addr_string())], "", "")).await;
+    let front = instance.frontend_addr("public").unwrap();
+    let first = raw::get(front, "/", &[]).await;
+    assert_eq!(first.status, 200);
+    let cookie = format!("QLB_ROUTE={}", first.route_cookie().expect("pinned"));
+    assert_eq!(
+        raw::get(front, "/", &[("Cookie", &cookie)]).await.status,
+        200
+    );
+
+    let req = format!("ws://{front}/app/x").into_client_request().unwrap();
+    let tcp = TcpStream::connect(front).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    ws.send(Message::text("ping")).await.unwrap();
+    assert!(ws.next().await.unwrap().unwrap().is_text());
+
+    let mut bad = TcpStream::connect(front).await.unwrap();
+    bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(raw::read_reply(&mut bad, &mut buf).await.status, 400);
+
+    // An instance from inline text has no file: the reload is counted as an error.
+    assert!(!instance.reload(qlik_lb::reload::Trigger::Api).await.ok);
+    let scraped = raw::get(instance.admin_addr().unwrap(), "/metrics", &[]).await;
+    assert_eq!(scraped.status, 200);
+    let text = scraped.text();
+    drop(ws);
+    (instance, text)
+}
+
+fn missing(names: &BTreeSet<String>, exposition: &str) -> Vec<String> {
+    names
+        .iter()
+        .filter(|n| !exposition.contains(&format!("# TYPE {n} ")))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn front_door_and_config_metrics_are_exposed() {
+    within(30, async {
+        let backend = TestBackend::start("b1").await;
+        let (_instance, text) = instance_with_traffic(&backend).await;
+        let ours: BTreeSet<String> = contract_names()
+            .into_iter()
+            .filter(|n| !PRODUCED_ELSEWHERE.iter().any(|p| n.starts_with(p)))
+            .collect();
+        assert!(ours.len() >= 14);
+        assert_eq!(missing(&ours, &text), Vec::<String>::new());
+        assert!(text.contains(r#"qlb_config_reloads_total{result="error"} 1"#));
+    })
+    .await;
+}
+
+/// The demo (simulated site, every role on) after a user's traffic: every §5.1 name appears once
+/// the first health poll and the license jobs at start have reported.
+#[tokio::test]
+async fn every_contract_metric_is_exposed_after_a_demo_run() {
+    let args = qlik_lb::demo::DemoArgs {
+        frontdoor: "127.0.0.1:0".into(),
+        lb_module: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+    };
+    let demo = qlik_lb::demo::Demo::start(&args)
+        .await
+        .expect("demo starts");
+    within(60, async {
+        let front = demo.instance.frontend_addr("public").unwrap();
+        assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);
+        let req = format!("ws://{front}/app/{}", qlik_lb::demo::DEMO_APP)
+            .into_client_request()
+            .unwrap();
+        let tcp = TcpStream::connect(front).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert!(ws.next().await.unwrap().unwrap().is_text(), "OnConnected");
+        let mut bad = TcpStream::connect(front).await.unwrap();
+        bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(raw::read_reply(&mut bad, &mut buf).await.status, 400);
+        let lbm = demo.instance.lb_module.expect("LB module listening");
+        let body = r#"{"AppName":"a","QlikSenseEngines":["wss://127.0.0.1:1"]}"#;
+        let mut s = TcpStream::connect(lbm).await.unwrap();
+        let req = format!(
+            "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(raw::exchange(&mut s, &mut buf, req.as_bytes()).await.status, 200);
+        let names = contract_names();
+        loop {
+            let text = raw::get(demo.instance.admin_addr().unwrap(), "/metrics", &[]).await.text();
+            let absent = missing(&names, &text);
+            if absent.is_empty() {
+                break;
+            }
+            // Health polls and license jobs report within seconds; the step deadline bounds this.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            eprintln!("waiting for {absent:?}");
+        }
+        drop(ws);
+    })
+    .await;
+    demo.shutdown().await;
+}
