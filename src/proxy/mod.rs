@@ -9,6 +9,7 @@ pub mod backend_head;
 pub mod body;
 pub mod client_head;
 pub mod conn;
+mod exchange;
 pub mod head;
 pub mod listener;
 pub mod respond;
