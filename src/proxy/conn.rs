@@ -22,7 +22,11 @@ pub(super) struct ClientConn {
     pub(super) io: ClientStream,
     pub(super) buf: BytesMut,
     pub(super) peer: SocketAddr,
+    /// `peer`'s IP as text for X-Forwarded-For.
+    pub(super) peer_ip: String,
     pub(super) tls: bool,
+    /// Reused for the heads this connection sends, to spare an allocation per request.
+    pub(super) scratch: BytesMut,
     /// Windows authentication binds a backend connection to this client connection.
     pub(super) ntlm: Option<(Arc<Backend>, BackendConn)>,
 }
@@ -45,7 +49,9 @@ pub async fn serve(
         io,
         buf: BytesMut::with_capacity(2048),
         peer,
+        peer_ip: peer.ip().to_string(),
         tls,
+        scratch: BytesMut::new(),
         ntlm: None,
     };
     let limits = HeadLimits {

@@ -22,6 +22,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+/// Largest head buffer a keep-alive connection keeps between requests.
+const SCRATCH_KEEP: usize = 8 * 1024;
+
 fn is_idempotent(head: &Head) -> bool {
     matches!(
         head.method(),
@@ -47,25 +50,6 @@ fn count(ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, backend: &str, statu
             .http_requests_total
             .with_label_values(&[&fe.cfg.name, &pool.name, backend, code_class(status)])
             .inc(),
-    }
-}
-
-/// A fresh connection after an idle one turned out closed by the backend as we picked it
-/// (the keep-alive race); a failure here is the backend's, so it is ejected.
-async fn reconnect(backend: &Backend, pool: &Pool, ctx: &ProxyCtx) -> Option<BackendConn> {
-    match connect(
-        &backend.target(),
-        pool.cfg.connect_timeout.get(),
-        &ctx.backend_tls,
-    )
-    .await
-    {
-        Ok(c) => Some(c),
-        Err(e) => {
-            warn!(pool = %pool.name, backend = %backend.id, error = %e, "backend reconnect failed; ejecting");
-            backend.eject();
-            None
-        }
     }
 }
 
@@ -123,206 +107,87 @@ pub(super) async fn exchange(
     let idempotent = is_idempotent(&head);
     let windows_auth = is_windows_auth(&head) || conn.ntlm.is_some();
 
-    // A backend connection: the one bound by Windows authentication, an idle one, or a new one;
-    // a refused connect ejects the backend and may move an idempotent request once.
-    let mut retried = false;
-    let (backend, mut up) = loop {
-        let b = chosen.backend.clone();
-        let bound = match conn.ntlm.take() {
-            Some((nb, c)) if Arc::ptr_eq(&nb, &b) => Some(c),
-            _ => None,
-        };
-        let attempt = match bound.or_else(|| b.idle.take()) {
-            Some(c) => Ok(c),
-            None => {
-                connect(
-                    &b.target(),
-                    pool.cfg.connect_timeout.get(),
-                    &ctx.backend_tls,
-                )
-                .await
-            }
-        };
-        match attempt {
-            Ok(c) => {
-                if !c.reused {
-                    b.connect_succeeded();
-                }
-                break (b, c);
-            }
-            Err(e) => {
-                warn!(pool = %pool.name, backend = %b.id, error = %e, "backend connect failed; ejecting");
-                b.eject();
-                let moved = (!retried && idempotent)
-                    .then(|| route(pool, &head, Some(&b)))
-                    .flatten();
-                match moved {
-                    Some(r) => {
-                        retried = true;
-                        chosen = Route {
-                            outcome: Outcome::Reassigned,
-                            ..r
-                        };
-                    }
-                    None => {
-                        return fail(
-                            conn,
-                            &scope,
-                            &b.id,
-                            ProxyError::BadGateway,
-                            "backend refused the connection",
-                        )
-                        .await
-                    }
-                }
-            }
-        }
-    };
-    pool.decisions.count(chosen.outcome);
-    let lease = backend.inflight_lease();
-    let mut out = BytesMut::new();
+    let mut out = std::mem::take(&mut conn.scratch);
+    out.clear();
     upstream_request(
         &head,
         &RequestRewrite {
             strip: &fe.strip,
             sticky_cookie: &pool.cfg.sticky.cookie,
-            client_ip: conn.peer.ip(),
+            client_ip: &conn.peer_ip,
             client_tls: conn.tls,
         },
         &mut out,
     );
-    let response_timeout = pool.cfg.response_timeout.get();
     let expect_continue =
         head.framing != Framing::Empty && head.has_token("expect", "100-continue");
-    let mut body_sent =
-        !expect_continue && inline_small_body(&mut conn.buf, head.framing, &mut out);
-    let mut fresh_retry_done = false;
-    let resp = loop {
-        let sent = if out.is_empty() {
-            Ok(())
-        } else {
-            up.io.write_all(&out).await
-        };
-        if let Err(e) = sent {
-            if up.reused && idempotent && !fresh_retry_done {
-                fresh_retry_done = true;
-                if let Some(c) = reconnect(&backend, pool, ctx).await {
-                    up = c;
-                    continue;
-                }
-            }
-            return fail(
-                conn,
-                &scope,
-                &backend.id,
-                ProxyError::BadGateway,
-                &format!("sending to backend failed: {e}"),
-            )
-            .await;
-        }
-        if !body_sent && !expect_continue {
-            match copy_body(
-                &mut conn.io,
-                &mut conn.buf,
-                &mut up.io,
-                head.framing,
-                fe.cfg.keepalive_timeout.get(),
-            )
-            .await
-            {
-                Ok(_) => body_sent = true,
-                Err(BodyError::BadChunk(why)) => {
-                    m.client_errors_total
-                        .with_label_values(&[&fe.cfg.name, "bad_request"])
-                        .inc();
-                    return fail(conn, &scope, &backend.id, ProxyError::BadRequest, why).await;
-                }
-                Err(BodyError::Write(e)) => {
-                    return fail(
-                        conn,
-                        &scope,
-                        &backend.id,
-                        ProxyError::BadGateway,
-                        &format!("backend stopped reading the body: {e}"),
-                    )
-                    .await;
-                }
-                Err(e) => {
-                    debug!(error = %e, "client body ended early");
-                    return Next::Close(conn);
-                }
-            }
-        }
-        match read_response_head(&mut up, response_timeout, head.method() == b"HEAD").await {
-            Ok(r) if r.status == 100 && expect_continue && !body_sent => {
-                if conn.io.write_all(&r.raw).await.is_err() {
-                    return Next::Close(conn);
-                }
-                match copy_body(
-                    &mut conn.io,
-                    &mut conn.buf,
-                    &mut up.io,
-                    head.framing,
-                    fe.cfg.keepalive_timeout.get(),
+    let mut body = BodyState {
+        sent: !expect_continue && inline_small_body(&mut conn.buf, head.framing, &mut out),
+        expect_continue,
+    };
+    let mut tries = Tries {
+        moved: false,
+        fresh_only: false,
+    };
+    let (backend, mut up, lease, resp) = loop {
+        let (b, mut c) = match acquire(
+            &mut conn,
+            &head,
+            pool,
+            ctx,
+            &mut chosen,
+            &mut tries,
+            idempotent,
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(id) => {
+                return fail(
+                    conn,
+                    &scope,
+                    &id,
+                    ProxyError::BadGateway,
+                    "backend refused the connection",
                 )
                 .await
-                {
-                    Ok(_) => body_sent = true,
-                    Err(_) => return Next::Close(conn),
-                }
-                // The request is out; only the final answer is still to come.
-                out.clear();
+            }
+        };
+        let lease = b.inflight_lease();
+        let sent =
+            send_and_read_head(&mut conn, &head, &mut out, &mut c, &mut body, pool, fe).await;
+        let (err, why) = match sent {
+            Ok(resp) => break (b, c, lease, resp),
+            Err(Attempt::Stale) if idempotent && !tries.fresh_only => {
+                // The backend closed pooled connections while they sat idle: go again, fresh.
+                tries.fresh_only = true;
+                b.idle.clear();
                 continue;
             }
-            Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
-                if conn.io.write_all(&r.raw).await.is_err() {
-                    return Next::Close(conn);
-                }
-                // The request is out; only the final answer is still to come.
-                out.clear();
-                continue;
+            Err(Attempt::Stale) => (
+                ProxyError::BadGateway,
+                "backend closed the connection".to_string(),
+            ),
+            Err(Attempt::Dead(why)) => {
+                b.eject();
+                (ProxyError::BadGateway, why)
             }
-            Ok(r) => break r,
-            Err(ResponseHeadError::Timeout) => {
-                return fail(
-                    conn,
-                    &scope,
-                    &backend.id,
-                    ProxyError::GatewayTimeout,
-                    "backend sent no response headers in time",
-                )
-                .await;
+            Err(Attempt::Backend(why)) => (ProxyError::BadGateway, why),
+            Err(Attempt::Timeout) => (
+                ProxyError::GatewayTimeout,
+                "backend sent no response headers in time".to_string(),
+            ),
+            Err(Attempt::BadChunk(why)) => {
+                m.client_errors_total
+                    .with_label_values(&[&fe.cfg.name, "bad_request"])
+                    .inc();
+                (ProxyError::BadRequest, why.to_string())
             }
-            Err(ResponseHeadError::Closed) if up.reused && idempotent && !fresh_retry_done => {
-                fresh_retry_done = true;
-                if let Some(c) = reconnect(&backend, pool, ctx).await {
-                    up = c;
-                    continue;
-                }
-                return fail(
-                    conn,
-                    &scope,
-                    &backend.id,
-                    ProxyError::BadGateway,
-                    "backend closed the connection",
-                )
-                .await;
-            }
-            Err(e) => {
-                if matches!(e, ResponseHeadError::Closed) {
-                    backend.eject();
-                }
-                return fail(
-                    conn,
-                    &scope,
-                    &backend.id,
-                    ProxyError::BadGateway,
-                    &e.to_string(),
-                )
-                .await;
-            }
-        }
+            Err(Attempt::ClientGone) => return Next::Close(conn),
+        };
+        return fail(conn, &scope, &b.id, err, &why).await;
     };
+    pool.decisions.count(chosen.outcome);
     backend
         .metrics
         .duration
@@ -340,7 +205,8 @@ pub(super) async fn exchange(
     let set_cookie = chosen
         .sets_cookie()
         .then(|| pin_cookie(pool, &backend, conn.tls));
-    let mut head_out = BytesMut::new();
+    let mut head_out = out;
+    head_out.clear();
     if resp.status == 101 {
         client_response(&resp, set_cookie.as_deref(), false, &mut head_out);
         if conn.io.write_all(&head_out).await.is_err() {
@@ -359,7 +225,7 @@ pub(super) async fn exchange(
         }));
     }
     let close_client = head.close
-        || !body_sent
+        || !body.sent
         || resp.framing == Framing::UntilClose
         || ctx.lifecycle.stop.is_cancelled();
     client_response(&resp, set_cookie.as_deref(), close_client, &mut head_out);
@@ -375,7 +241,7 @@ pub(super) async fn exchange(
             &mut up.buf,
             &mut conn.io,
             resp.framing,
-            response_timeout,
+            pool.cfg.response_timeout.get(),
         )
         .await
     };
@@ -391,7 +257,12 @@ pub(super) async fn exchange(
         return Next::Close(conn);
     }
     drop(lease);
-    if !resp.close && body_sent {
+    // Keep the buffer for the next request on this connection, unless an unusually large
+    // head grew it.
+    if head_out.capacity() <= SCRATCH_KEEP {
+        conn.scratch = head_out;
+    }
+    if !resp.close && body.sent {
         if windows_auth {
             conn.ntlm = Some((backend, up));
         } else {
@@ -402,5 +273,171 @@ pub(super) async fn exchange(
         Next::Close(conn)
     } else {
         Next::KeepAlive(conn)
+    }
+}
+
+/// Retries spent on one request.
+struct Tries {
+    /// Moved once to another backend after a refused connect.
+    moved: bool,
+    /// Pooled connections proved stale: only new connections from here on.
+    fresh_only: bool,
+}
+
+/// A backend connection: the one bound by Windows authentication, an idle one, or a new one. A
+/// refused connect ejects the backend and moves an idempotent request once to another backend
+/// (re-pinning the user). `Err` carries the id of the backend that refused.
+async fn acquire(
+    conn: &mut ClientConn,
+    head: &Head,
+    pool: &Pool,
+    ctx: &ProxyCtx,
+    chosen: &mut Route,
+    tries: &mut Tries,
+    idempotent: bool,
+) -> Result<(Arc<Backend>, BackendConn), String> {
+    loop {
+        let b = chosen.backend.clone();
+        let bound = match conn.ntlm.take() {
+            Some((nb, c)) if Arc::ptr_eq(&nb, &b) && !tries.fresh_only => Some(c),
+            _ => None,
+        };
+        let pooled = bound.or_else(|| {
+            (!tries.fresh_only)
+                .then(|| b.idle.take(idempotent))
+                .flatten()
+        });
+        let attempt = match pooled {
+            Some(c) => Ok(c),
+            None => {
+                connect(
+                    &b.target(),
+                    pool.cfg.connect_timeout.get(),
+                    &ctx.backend_tls,
+                )
+                .await
+            }
+        };
+        match attempt {
+            Ok(c) => {
+                if !c.reused {
+                    b.connect_succeeded();
+                }
+                return Ok((b, c));
+            }
+            Err(e) => {
+                warn!(pool = %pool.name, backend = %b.id, error = %e, "backend connect failed; ejecting");
+                b.eject();
+                let elsewhere = (!tries.moved && idempotent)
+                    .then(|| route(pool, head, Some(&b)))
+                    .flatten();
+                match elsewhere {
+                    Some(r) => {
+                        tries.moved = true;
+                        *chosen = Route {
+                            outcome: Outcome::Reassigned,
+                            ..r
+                        };
+                    }
+                    None => return Err(b.id.clone()),
+                }
+            }
+        }
+    }
+}
+
+/// Where the request body is: sent (or none), or waiting for the backend's `100 Continue`.
+struct BodyState {
+    sent: bool,
+    expect_continue: bool,
+}
+
+/// How one attempt at getting the answer's head failed.
+enum Attempt {
+    /// A pooled connection was closed before any answer: the keep-alive race.
+    Stale,
+    /// A new connection was closed or reset before any answer: the backend is in trouble.
+    Dead(String),
+    /// Any other backend failure.
+    Backend(String),
+    Timeout,
+    BadChunk(&'static str),
+    /// The client went away or stopped sending its body.
+    ClientGone,
+}
+
+/// Sends the request (head, then body unless it waits for `100 Continue`), relays interim
+/// answers, and returns the final answer's head.
+async fn send_and_read_head(
+    conn: &mut ClientConn,
+    head: &Head,
+    out: &mut BytesMut,
+    up: &mut BackendConn,
+    body: &mut BodyState,
+    pool: &Pool,
+    fe: &FrontendRuntime,
+) -> Result<Head, Attempt> {
+    let body_idle = fe.cfg.keepalive_timeout.get();
+    let mut interim_seen = false;
+    if let Err(e) = up.io.write_all(out).await {
+        return Err(if up.reused {
+            Attempt::Stale
+        } else {
+            Attempt::Backend(format!("sending to backend failed: {e}"))
+        });
+    }
+    if !body.sent && !body.expect_continue {
+        send_body(conn, head, up, body_idle).await?;
+        body.sent = true;
+    }
+    loop {
+        match read_response_head(
+            up,
+            pool.cfg.response_timeout.get(),
+            head.method() == b"HEAD",
+        )
+        .await
+        {
+            Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
+                interim_seen = true;
+                if conn.io.write_all(&r.raw).await.is_err() {
+                    return Err(Attempt::ClientGone);
+                }
+                if r.status == 100 && !body.sent {
+                    send_body(conn, head, up, body_idle).await?;
+                    body.sent = true;
+                }
+            }
+            Ok(r) => return Ok(r),
+            Err(ResponseHeadError::Timeout) => return Err(Attempt::Timeout),
+            Err(ResponseHeadError::Closed) if up.reused && !interim_seen => {
+                return Err(Attempt::Stale)
+            }
+            Err(ResponseHeadError::Closed) => {
+                return Err(Attempt::Dead(
+                    "backend closed the connection before answering".into(),
+                ))
+            }
+            Err(e) => return Err(Attempt::Backend(e.to_string())),
+        }
+    }
+}
+
+async fn send_body(
+    conn: &mut ClientConn,
+    head: &Head,
+    up: &mut BackendConn,
+    idle: std::time::Duration,
+) -> Result<(), Attempt> {
+    match copy_body(&mut conn.io, &mut conn.buf, &mut up.io, head.framing, idle).await {
+        Ok(_) => Ok(()),
+        Err(BodyError::BadChunk(why)) => Err(Attempt::BadChunk(why)),
+        Err(BodyError::Write(e)) => Err(Attempt::Backend(format!(
+            "backend stopped reading the body: {e}"
+        ))),
+        Err(e) => {
+            debug!(error = %e, "client body ended early");
+            Err(Attempt::ClientGone)
+        }
     }
 }

@@ -4,7 +4,6 @@
 
 use super::head::{trim, Head};
 use bytes::{BufMut, BytesMut};
-use std::net::IpAddr;
 
 const HOP_BY_HOP: &[&[u8]] = &[
     b"connection",
@@ -29,7 +28,8 @@ fn is_hop_by_hop(head: &Head, name: &[u8]) -> bool {
 pub struct RequestRewrite<'a> {
     pub strip: &'a [String],
     pub sticky_cookie: &'a str,
-    pub client_ip: IpAddr,
+    /// The client address as text, formatted once per connection.
+    pub client_ip: &'a str,
     pub client_tls: bool,
 }
 
@@ -89,7 +89,7 @@ pub fn upstream_request(head: &Head, rw: &RequestRewrite<'_>, out: &mut BytesMut
         out.put_slice(&prev);
         out.put_slice(b", ");
     }
-    out.put_slice(rw.client_ip.to_string().as_bytes());
+    out.put_slice(rw.client_ip.as_bytes());
     out.put_slice(b"\r\nX-Forwarded-Proto: ");
     out.put_slice(if rw.client_tls { b"https" } else { b"http" });
     if !host.is_empty() {
@@ -198,7 +198,7 @@ mod tests {
         let rw = RequestRewrite {
             strip: &strip,
             sticky_cookie: "QLB_ROUTE",
-            client_ip: "10.1.2.3".parse().unwrap(),
+            client_ip: "10.1.2.3",
             client_tls: true,
         };
         let mut out = BytesMut::new();

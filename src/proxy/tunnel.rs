@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -104,9 +105,9 @@ fn pump(
     SCRATCH_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         loop {
-            let n = match src.try_read(&mut buf) {
-                Ok(0) => return Ok(Flow::Eof),
-                Ok(n) => n,
+            let (n, drained) = match read_ready(src, &mut buf) {
+                Ok(Read::Eof) => return Ok(Flow::Eof),
+                Ok(Read::Bytes { n, drained }) => (n, drained),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flow::Open),
                 Err(e) => return Err(e),
             };
@@ -122,8 +123,42 @@ fn pump(
                     Err(e) => return Err(e),
                 }
             }
+            if drained {
+                return Ok(Flow::Open);
+            }
         }
     })
+}
+
+enum Read {
+    Eof,
+    Bytes { n: usize, drained: bool },
+}
+
+/// One read of what the socket holds. A read shorter than the buffer took everything there
+/// was, so readiness is cleared on the spot instead of spending a second read on `EAGAIN` (as
+/// tokio's own `poll_read` does); data arriving later raises readiness again.
+fn read_ready(src: &TcpStream, buf: &mut [u8]) -> io::Result<Read> {
+    let mut short = None;
+    let result = src.try_io(Interest::READABLE, || {
+        // SAFETY: recv into a live, writable buffer of the given length on a socket we own.
+        let n = unsafe { libc::recv(src.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (result, short) {
+        (_, Some(n)) => Ok(Read::Bytes { n, drained: true }),
+        (Ok(0), None) => Ok(Read::Eof),
+        (Ok(n), None) => Ok(Read::Bytes { n, drained: false }),
+        (Err(e), None) => Err(e),
+    }
 }
 
 /// Writes parked bytes; `true` when all are out.

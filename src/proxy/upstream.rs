@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 const MAX_IDLE_PER_BACKEND: usize = 256;
 /// Idle connections older than this are closed rather than reused (QPS keeps 5 min).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+/// Idle longer than this, a connection is probed before reuse.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 pub struct BackendConn {
     pub io: BackendStream,
@@ -73,11 +75,16 @@ pub struct IdlePool {
 }
 
 impl IdlePool {
-    /// An idle connection that is still open and silent, if any.
-    pub fn take(&self) -> Option<BackendConn> {
+    /// An idle connection that is still open, if any. `retry_safe` callers (idempotent requests,
+    /// which get one retry on a fresh connection) skip the liveness probe for connections idle
+    /// under a second: backends close idle connections after seconds, and the probe costs a
+    /// syscall on every request.
+    pub fn take(&self, retry_safe: bool) -> Option<BackendConn> {
         loop {
             let mut conn = self.conns.lock().expect("idle pool lock").pop()?;
-            if conn.idle_since.elapsed() < MAX_IDLE_AGE && is_clean(&conn.io) {
+            let idle = conn.idle_since.elapsed();
+            let trusted = retry_safe && idle < PROBE_AFTER;
+            if idle < MAX_IDLE_AGE && (trusted || is_clean(&conn.io)) {
                 conn.reused = true;
                 return Some(conn);
             }
