@@ -210,11 +210,14 @@ sanity() { # how each proxy pins a client; fails the run if a cookie does not pi
 # ------------------------------------------------------------------ load runs
 wrk_once() { # label proxy rep url [wrk args...] -> http/<label>.<rep>.txt and .cpu
     local label=$1 proxy=$2 rep=$3 url=$4; shift 4
-    local pid="" before=0 after=0
+    local pid="" before=0 after=0 b_before b_after
     [ "$proxy" != direct ] && pid=$(pid_of "$proxy") && before=$(cpu_ticks "$pid")
+    b_before=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
     wrk -t2 -c"$CONNS" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
-    echo "cpu_ticks=$((after - before)) clk_tck=$CLK_TCK" >"$OUT/http/$label.$rep.cpu"
+    b_after=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
+    # The backends' CPU shows what a proxy's way of writing costs the other side.
+    echo "cpu_ticks=$((after - before)) backend_ticks=$((b_after - b_before)) clk_tck=$CLK_TCK" >"$OUT/http/$label.$rep.cpu"
 }
 
 http_scenarios() {

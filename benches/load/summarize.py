@@ -34,11 +34,11 @@ def parse_wrk(text):
     return d
 
 
-def cpu_per_100k(cpu_text, requests):
+def cpu_per_100k(cpu_text, requests, key="cpu_ticks"):
     d = dict(re.findall(r"(\w+)=(\d+)", cpu_text))
-    if not requests or "cpu_ticks" not in d:
+    if not requests or key not in d:
         return NAN
-    return int(d["cpu_ticks"]) / int(d["clk_tck"]) / requests * 100_000
+    return int(d[key]) / int(d["clk_tck"]) / requests * 100_000
 
 
 def kv(text):
@@ -66,6 +66,7 @@ def wrk_runs(folder, label):
         r = parse_wrk(f.read_text())
         cpu = f.with_suffix(".cpu")
         r["cpu100k"] = cpu_per_100k(cpu.read_text(), r["requests"]) if cpu.exists() else NAN
+        r["bcpu100k"] = cpu_per_100k(cpu.read_text(), r["requests"], "backend_ticks") if cpu.exists() else NAN
         runs.append(r)
     return runs
 
@@ -80,6 +81,7 @@ def agg(runs):
         "p90": g("p90"),
         "p99": g("p99"),
         "cpu100k": g("cpu100k"),
+        "bcpu100k": g("bcpu100k"),
         "errors": sum(r["non2xx"] + r["sockerr"] for r in runs),
         "n": len(runs),
     }
@@ -93,14 +95,14 @@ def http_table(out, kind, title, unit):
     base = rows.get("haproxy", {})
     print(f"### {title}\n")
     print(f"| proxy | {unit} (median) | vs HAProxy | min-max | p50 ms | p90 ms | p99 ms | p99 vs HAProxy "
-          "| proxy CPU s / 100k req | CPU vs HAProxy | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| proxy CPU s / 100k req | CPU vs HAProxy | backends CPU s / 100k req | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p, r in rows.items():
         print(
             f"| {p} | {fmt(r['rps'])} | {ratio(r['rps'], base.get('rps', NAN))} | "
             f"{fmt(r['rps_min'])}-{fmt(r['rps_max'])} | {fmt(r['p50'], '.3f')} | {fmt(r['p90'], '.3f')} | "
             f"{fmt(r['p99'], '.3f')} | {ratio(r['p99'], base.get('p99', NAN))} | {fmt(r['cpu100k'], '.2f')} | "
-            f"{ratio(r['cpu100k'], base.get('cpu100k', NAN))} | {r['errors']} |"
+            f"{ratio(r['cpu100k'], base.get('cpu100k', NAN))} | {fmt(r['bcpu100k'], '.2f')} | {r['errors']} |"
         )
     print()
     return rows
