@@ -78,6 +78,12 @@ callgrind_pass() {
     echo "callgrind: $OUT/callgrind-inclusive.txt $OUT/callgrind-self.txt"
 }
 
+per_unit() { # proxy csv count unit -> "proxy <event> per <unit>: x" lines
+    awk -F, -v p="$1" -v r="$3" -v u="$4" '$1 ~ /^[0-9]+$/ && r > 0 && $1 > 0 {
+        sub(/^syscalls:sys_enter_|^raw_syscalls:sys_enter/, "", $3); name = ($3 == "" ? "all syscalls" : $3)
+        printf "%s %s per %s: %.2f\n", p, name, u, $1 / r }' "$2"
+}
+
 # System calls and context switches per request, each proxy on the same sticky load: what a
 # request costs in kernel crossings, which dominate on loopback.
 syscalls_pass() {
@@ -103,9 +109,14 @@ syscalls_pass() {
         wrk -t2 -c"$CONNS" -d5s "http://127.0.0.1:$port/" -H 'Cookie: SRV=b1' >"$OUT/syscalls-$p-wrk.txt" 2>&1 || true
         wait "$spid" || true
         reqs=$(awk '/requests in/{print $1}' "$OUT/syscalls-$p-wrk.txt")
-        awk -F, -v p="$p" -v r="${reqs:-0}" '$1 ~ /^[0-9]+$/ && r > 0 {
-            sub(/^syscalls:sys_enter_|^raw_syscalls:sys_enter/, "", $3); name = ($3 == "" ? "all syscalls" : $3)
-            printf "%s %s per request: %.2f\n", p, name, $1 / r }' "$OUT/syscalls-$p.csv" >>"$OUT/syscalls.txt"
+        per_unit "$p" "$OUT/syscalls-$p.csv" "${reqs:-0}" "HTTP request" >>"$OUT/syscalls.txt"
+        # The same for WebSocket echo round trips through the tunnel.
+        perf stat -x, -e "$events" -p "$pids" -o "$OUT/syscalls-$p-ws.csv" -- sleep 5 &
+        spid=$!
+        timeout 30 "$WSB" rtt --url "ws://127.0.0.1:$port/ws" --conns 64 --secs 5 --size 64 --threads 2 >"$OUT/syscalls-$p-ws.txt" 2>&1 || true
+        wait "$spid" || true
+        reqs=$(sed -n 's/.*msgs=\([0-9]*\).*/\1/p' "$OUT/syscalls-$p-ws.txt")
+        per_unit "$p" "$OUT/syscalls-$p-ws.csv" "${reqs:-0}" "WS round trip" >>"$OUT/syscalls.txt"
         stop_one "$p"
     done
     echo "syscalls: $OUT/syscalls.txt"

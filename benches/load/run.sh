@@ -213,11 +213,13 @@ wrk_once() { # label proxy rep url [wrk args...] -> http/<label>.<rep>.txt and .
     local pid="" before=0 after=0 b_before b_after
     [ "$proxy" != direct ] && pid=$(pid_of "$proxy") && before=$(cpu_ticks "$pid")
     b_before=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
-    wrk -t2 -c"$CONNS" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true
+    local TIMEFORMAT='%U %S' client
+    client=$( { time wrk -t2 -c"$CONNS" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true; } 2>&1 )
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
     b_after=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
     # The backends' CPU shows what a proxy's way of writing costs the other side.
-    echo "cpu_ticks=$((after - before)) backend_ticks=$((b_after - b_before)) clk_tck=$CLK_TCK" >"$OUT/http/$label.$rep.cpu"
+    echo "cpu_ticks=$((after - before)) backend_ticks=$((b_after - b_before)) clk_tck=$CLK_TCK" \
+        "client_ticks=$(echo "$client" | awk -v t="$CLK_TCK" '{printf "%d", ($1 + $2) * t}')" >"$OUT/http/$label.$rep.cpu"
 }
 
 http_scenarios() {

@@ -67,6 +67,7 @@ def wrk_runs(folder, label):
         cpu = f.with_suffix(".cpu")
         r["cpu100k"] = cpu_per_100k(cpu.read_text(), r["requests"]) if cpu.exists() else NAN
         r["bcpu100k"] = cpu_per_100k(cpu.read_text(), r["requests"], "backend_ticks") if cpu.exists() else NAN
+        r["ccpu100k"] = cpu_per_100k(cpu.read_text(), r["requests"], "client_ticks") if cpu.exists() else NAN
         runs.append(r)
     return runs
 
@@ -82,6 +83,7 @@ def agg(runs):
         "p99": g("p99"),
         "cpu100k": g("cpu100k"),
         "bcpu100k": g("bcpu100k"),
+        "ccpu100k": g("ccpu100k"),
         "errors": sum(r["non2xx"] + r["sockerr"] for r in runs),
         "n": len(runs),
     }
@@ -95,14 +97,15 @@ def http_table(out, kind, title, unit):
     base = rows.get("haproxy", {})
     print(f"### {title}\n")
     print(f"| proxy | {unit} (median) | vs HAProxy | min-max | p50 ms | p90 ms | p99 ms | p99 vs HAProxy "
-          "| proxy CPU s / 100k req | CPU vs HAProxy | backends CPU s / 100k req | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| proxy CPU s / 100k req | CPU vs HAProxy | backends CPU s / 100k | wrk CPU s / 100k | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for p, r in rows.items():
         print(
             f"| {p} | {fmt(r['rps'])} | {ratio(r['rps'], base.get('rps', NAN))} | "
             f"{fmt(r['rps_min'])}-{fmt(r['rps_max'])} | {fmt(r['p50'], '.3f')} | {fmt(r['p90'], '.3f')} | "
             f"{fmt(r['p99'], '.3f')} | {ratio(r['p99'], base.get('p99', NAN))} | {fmt(r['cpu100k'], '.2f')} | "
-            f"{ratio(r['cpu100k'], base.get('cpu100k', NAN))} | {fmt(r['bcpu100k'], '.2f')} | {r['errors']} |"
+            f"{ratio(r['cpu100k'], base.get('cpu100k', NAN))} | {fmt(r['bcpu100k'], '.2f')} | "
+            f"{fmt(r['ccpu100k'], '.2f')} | {r['errors']} |"
         )
     print()
     return rows
