@@ -112,8 +112,7 @@ fn routing(c: &mut Criterion) {
     let signed = pool(true);
     let with_cookie = parse_request(qlik_head(Some("b1"))).expect("head parses");
     let signed_cookie = signed.codec.encode("b1");
-    let with_signed_cookie =
-        parse_request(qlik_head(Some(&signed_cookie))).expect("head parses");
+    let with_signed_cookie = parse_request(qlik_head(Some(&signed_cookie))).expect("head parses");
     let without = parse_request(qlik_head(None)).expect("head parses");
     assert_eq!(
         route(&unsigned, &with_cookie, None).map(|r| r.backend.id.clone()),
@@ -157,7 +156,10 @@ fn head_parse_and_rewrite(c: &mut Criterion) {
     };
     let mut out = BytesMut::new();
     upstream_request(&head, &rw, &mut out);
-    assert!(!out.windows(9).any(|w| w == b"QLB_ROUTE"), "cookie stripped");
+    assert!(
+        !out.windows(9).any(|w| w == b"QLB_ROUTE"),
+        "cookie stripped"
+    );
 
     let mut g = c.benchmark_group("head");
     g.throughput(criterion::Throughput::Bytes(raw.len() as u64));
