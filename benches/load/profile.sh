@@ -17,7 +17,7 @@ CONNS=${CONNS:-64}
 RUN=${RUN:-${TMPDIR:-/tmp}/qlik-lb-profile}
 OUT=${OUT:-$HERE/results/profile-$(date +%Y%m%d-%H%M%S)}
 WSB=${WSB_TARGET:-$ROOT/target/wsbench}/release/wsbench
-QLB=${CARGO_TARGET_DIR:-$ROOT/target}/release/qlik-lb
+QLB=${QLB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/qlik-lb}
 URL=http://127.0.0.1:8084/
 if [ "$DUR" -gt 15 ]; then echo "DUR must be <= 15" >&2; exit 2; fi
 [ -x "$WSB" ] && [ -x "$QLB" ] || { echo "build first: benches/load/run.sh build" >&2; exit 1; }

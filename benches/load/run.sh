@@ -12,6 +12,7 @@
 # usage: benches/load/run.sh [all|build|stop]
 # env:   DUR=8 REPS=3 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000
 #        PROXIES="haproxy nginx qlik-lb" RUN=/tmp/qlik-lb-load OUT=benches/load/results/<stamp>
+#        QLB_BIN=<a qlik-lb binary to measure instead of building this checkout>
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -31,7 +32,8 @@ OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
 WSB_TARGET=${WSB_TARGET:-$ROOT/target/wsbench}
 WSB=$WSB_TARGET/release/wsbench
 QLB_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-QLB=$QLB_TARGET/release/qlik-lb
+# QLB_BIN=/path/to/qlik-lb compares a candidate binary instead of building this checkout.
+QLB=${QLB_BIN:-$QLB_TARGET/release/qlik-lb}
 CLK_TCK=$(getconf CLK_TCK)
 
 # Ports: the shared HAProxy/NGINX configs fix theirs; qlik-lb's are in conf/qlik-lb.toml.
@@ -137,7 +139,7 @@ install_tools() {
 build() {
     log "build wsbench (target $WSB_TARGET) and qlik-lb --release"
     (cd "$SHARED_BENCH/wsbench" && CARGO_TARGET_DIR=$WSB_TARGET cargo build --release -q)
-    (cd "$ROOT" && CARGO_TARGET_DIR=$QLB_TARGET cargo build --release -q --bin qlik-lb)
+    [ -n "${QLB_BIN:-}" ] || (cd "$ROOT" && CARGO_TARGET_DIR=$QLB_TARGET cargo build --release -q --bin qlik-lb)
 }
 
 start_backends() {
@@ -181,7 +183,7 @@ env_info() {
         grep -m1 'model name' /proc/cpuinfo || true
         echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
         haproxy -v | head -1; nginx -v 2>&1; wrk -v 2>&1 | head -1 || true
-        echo "qlik-lb: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+        echo "qlik-lb: ${QLB_BIN:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}"
         echo "ulimit -n: $(ulimit -n)"
         echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N"
     } >"$OUT/env.txt" 2>&1
