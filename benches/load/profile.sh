@@ -7,7 +7,8 @@
 #   callgrind: instruction counts of the proxy's own code under a short, slower wrk run.
 #
 # Every process started here is recorded by PID and stopped by that PID; runs are bounded.
-# usage: benches/load/profile.sh [perf|callgrind|all]   env: DUR=8 CONNS=64 OUT=...
+# usage: benches/load/profile.sh [perf|syscalls|callgrind|all]
+# env:   DUR=8 CONNS=64 OUT=... PROXIES="haproxy nginx qlik-lb" (syscalls) QLB_BIN=<binary>
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -79,8 +80,9 @@ callgrind_pass() {
 }
 
 per_unit() { # proxy csv count unit -> "proxy <event> per <unit>: x" lines
-    awk -F, -v p="$1" -v r="$3" -v u="$4" '$1 ~ /^[0-9]+$/ && r > 0 && $1 > 0 {
+    awk -F, -v p="$1" -v r="$3" -v u="$4" '$1 ~ /^[0-9.]+$/ && r > 0 && $1 > 0 {
         sub(/^syscalls:sys_enter_|^raw_syscalls:sys_enter/, "", $3); name = ($3 == "" ? "all syscalls" : $3)
+        if (name == "task-clock") { name = "CPU us"; $1 = $1 * 1000 }
         printf "%s %s per %s: %.2f\n", p, name, u, $1 / r }' "$2"
 }
 
@@ -89,10 +91,10 @@ per_unit() { # proxy csv count unit -> "proxy <event> per <unit>: x" lines
 syscalls_pass() {
     command -v perf >/dev/null || { echo "perf not installed" >&2; return 0; }
     local shared=$ROOT/../shared/bench p port pids reqs
-    local events=raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_readv,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex
+    local events=task-clock,raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_sendto,syscalls:sys_enter_recvfrom,syscalls:sys_enter_writev,syscalls:sys_enter_readv,syscalls:sys_enter_write,syscalls:sys_enter_read,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex
     export RUN
     : >"$OUT/syscalls.txt"
-    for p in haproxy nginx qlik-lb; do
+    for p in ${PROXIES:-haproxy nginx qlik-lb}; do
         case $p in
             haproxy) port=8081; start_bg haproxy haproxy -db -f "$shared/conf/haproxy.cfg" ;;
             nginx) port=8082; mkdir -p "$RUN/nginx-proxy/tmp"
