@@ -14,15 +14,27 @@ const HOP_BY_HOP: &[&[u8]] = &[
     b"upgrade",
 ];
 
-fn is_hop_by_hop(head: &Head, name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || head
+/// Header names that end at this hop: the fixed list plus those the Connection header names.
+/// The Connection tokens are collected once per head (it is usually absent or `keep-alive`).
+struct HopByHop<'h> {
+    named: Vec<&'h [u8]>,
+}
+
+impl<'h> HopByHop<'h> {
+    fn of(head: &'h Head) -> HopByHop<'h> {
+        let named = head
             .values("connection")
             .flat_map(|v| v.split(|b| *b == b','))
-            .any(|t| {
-                let t = trim(t);
-                !t.is_empty() && t.eq_ignore_ascii_case(name)
-            })
+            .map(trim)
+            .filter(|t| !t.is_empty())
+            .collect();
+        HopByHop { named }
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || self.named.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
 pub struct RequestRewrite<'a> {
@@ -36,6 +48,7 @@ pub struct RequestRewrite<'a> {
 /// The head sent to the backend.
 pub fn upstream_request(head: &Head, rw: &RequestRewrite<'_>, out: &mut BytesMut) {
     let websocket = head.is_websocket_upgrade();
+    let hop = HopByHop::of(head);
     out.reserve(head.raw.len() + 160);
     out.put_slice(head.bytes(&head.first_line));
     out.put_slice(b"\r\n");
@@ -51,7 +64,7 @@ pub fn upstream_request(head: &Head, rw: &RequestRewrite<'_>, out: &mut BytesMut
             put_line(out, head.bytes(&h.line));
             continue;
         }
-        if is_hop_by_hop(head, name)
+        if hop.contains(name)
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || rw
@@ -165,12 +178,13 @@ pub fn is_qlik_session_cookie(name: &[u8]) -> bool {
 /// added when the user was pinned, `Connection: close` when this connection ends after it.
 pub fn client_response(head: &Head, set_cookie: Option<&str>, close: bool, out: &mut BytesMut) {
     let upgrade = head.status == 101;
+    let hop = HopByHop::of(head);
     out.reserve(head.raw.len() + 128);
     out.put_slice(head.bytes(&head.first_line));
     out.put_slice(b"\r\n");
     for h in &head.headers {
         let name = head.name(h);
-        if !upgrade && is_hop_by_hop(head, name) {
+        if !upgrade && hop.contains(name) {
             continue;
         }
         put_line(out, head.bytes(&h.line));

@@ -13,6 +13,8 @@ use tokio::net::TcpStream;
 const MAX_IDLE_PER_BACKEND: usize = 256;
 /// Idle connections older than this are closed rather than reused (QPS keeps 5 min).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
+/// Read buffers up to this size stay with a pooled connection.
+const KEEP_READ_BUF: usize = 8 * 1024;
 /// Idle longer than this, a connection is probed before reuse.
 const PROBE_AFTER: Duration = Duration::from_secs(1);
 
@@ -95,8 +97,11 @@ impl IdlePool {
         if !conn.buf.is_empty() {
             return;
         }
-        // An idle connection should not pin a large read buffer.
-        conn.buf = BytesMut::new();
+        // Keep a small read buffer for the next request (a new one per reuse costs an
+        // allocation); a large one would be pinned by an idle connection.
+        if conn.buf.capacity() > KEEP_READ_BUF {
+            conn.buf = BytesMut::new();
+        }
         conn.idle_since = Instant::now();
         let mut conns = self.conns.lock().expect("idle pool lock");
         if conns.len() < MAX_IDLE_PER_BACKEND {
