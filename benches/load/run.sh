@@ -10,7 +10,7 @@
 # and stopped by that PID. Every load run is bounded (DUR <= 15 s).
 #
 # usage: benches/load/run.sh [all|build|stop]
-# env:   DUR=8 REPS=3 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000
+# env:   DUR=8 REPS=3 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000 LBM_CONNS=8
 #        PROXIES="haproxy nginx qlik-lb" RUN=/tmp/qlik-lb-load OUT=benches/load/results/<stamp>
 #        QLB_BIN=<a qlik-lb binary to measure instead of building this checkout>
 set -euo pipefail
@@ -27,6 +27,8 @@ WS_CONNS=${WS_CONNS:-64}
 HOLD_N=${HOLD_N:-8000}
 HOLD_SECS=${HOLD_SECS:-8}
 RELOAD_N=${RELOAD_N:-1000}
+LBM_CONNS=${LBM_CONNS:-8}
+SIM_BASE=9301
 PROXIES=${PROXIES:-"haproxy nginx qlik-lb"}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
 WSB_TARGET=${WSB_TARGET:-$ROOT/target/wsbench}
@@ -216,7 +218,7 @@ wrk_once() { # label proxy rep url [wrk args...] -> http/<label>.<rep>.txt and .
     [ "$proxy" != direct ] && pid=$(pid_of "$proxy") && before=$(cpu_ticks "$pid")
     b_before=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
     local TIMEFORMAT='%U %S' client
-    client=$( { time wrk -t2 -c"$CONNS" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true; } 2>&1 )
+    client=$( { time wrk -t2 -c"${WRK_CONNS:-$CONNS}" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true; } 2>&1 )
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
     b_after=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
     # The backends' CPU shows what a proxy's way of writing costs the other side.
@@ -327,9 +329,22 @@ reload_scenario() { # proxy: reload while RELOAD_N tunnels are held and wrk runs
     { echo "== wrk"; cat "$OUT/reload/$p.wrk.txt"; echo "== hold"; cat "$OUT/reload/$p.hold.txt"; } >>"$f"
 }
 
+# Three simulated engines (qlik-lb sim) for the LB module to rank, at 20, 50 and 80 % CPU.
+start_engines() {
+    start_bg engines "$QLB" sim --nodes 3 --base-port "$SIM_BASE" --cert-dir "$RUN/sim-certs"
+    local i cpu=(20 50 80)
+    for i in 0 1 2; do
+        wait_port $((SIM_BASE + i))
+        curl -s -o /dev/null --max-time 2 -X POST -d "{\"cpu\":${cpu[$i]}}" "http://127.0.0.1:$((SIM_BASE + i))/__sim/control"
+    done
+}
+
 prioritize_scenario() {
-    local body=$FIXTURES/prioritize-request.json url="http://127.0.0.1:$QLB_LBMODULE/loadbalancing/prioritize" code rep
+    local body="$OUT/lbmodule/prioritize-request.json" url="http://127.0.0.1:$QLB_LBMODULE/loadbalancing/prioritize" code rep
     local f="$OUT/lbmodule/status.txt"
+    # The fixture's shape, naming the simulated engines so the module ranks real health samples.
+    printf '{"AppName":"3f1c9a54-7b0e-4f8e-9a43-6f1f0a2f0c11","QlikSenseEngines":["wss://127.0.0.1:%d","wss://127.0.0.1:%d","wss://127.0.0.1:%d"]}' \
+        $((SIM_BASE + 2)) $((SIM_BASE + 1)) "$SIM_BASE" >"$body"
     if ! port_open "$QLB_LBMODULE"; then
         echo "skipped: the load balancing module listener (127.0.0.1:$QLB_LBMODULE) is not open in this build" >"$f"
         log "lb module: skipped (listener not open)"; return 0
@@ -344,7 +359,9 @@ prioritize_scenario() {
     export PRIORITIZE_BODY=$body
     for rep in $(seq 1 "$REPS"); do
         log "rep $rep/$REPS lb module prioritize"
-        wrk_once lbmodule-prioritize qlik-lb "$rep" "$url" -s "$HERE/prioritize.lua"
+        # QPS asks the module once per new engine session, a handful at a time, not 64 at once:
+        # at 64 connections on 2 shared cores the tail is queueing behind wrk, not the module.
+        WRK_CONNS=$LBM_CONNS wrk_once lbmodule-prioritize qlik-lb "$rep" "$url" -s "$HERE/prioritize.lua"
         mv "$OUT/http/lbmodule-prioritize.$rep.txt" "$OUT/http/lbmodule-prioritize.$rep.cpu" "$OUT/lbmodule/"
     done
 }
@@ -355,9 +372,10 @@ all() {
     install_tools
     env_info
     build
-    require_free 9101 9102 8081 8082 8083 8404 8405 8084 "$QLB_ADMIN" "$QLB_LBMODULE"
+    require_free 9101 9102 8081 8082 8083 8404 8405 8084 "$QLB_ADMIN" "$QLB_LBMODULE" $SIM_BASE $((SIM_BASE + 1)) $((SIM_BASE + 2)) $((SIM_BASE + 3))
     log "start backends and proxies: $PROXIES"
     start_backends
+    if [[ " $PROXIES " == *" qlik-lb "* ]]; then start_engines; fi
     for p in $PROXIES; do start_proxy "$p"; done
     sanity >"$OUT/sanity.txt" 2>&1 || { cat "$OUT/sanity.txt" >&2; exit 1; }
 
