@@ -323,9 +323,9 @@ async fn shutdown_in_order(lifecycle: &Lifecycle, grace: Duration, runtime: &Sha
     .await;
 }
 
-/// The runtime for serving: one worker per core. Workers look for I/O readiness after every few
-/// tasks rather than tokio's default 61: a proxy's tasks are tiny, and checking sooner keeps
-/// one busy connection's wake-ups from queueing behind a long batch (the latency tail).
+/// The runtime for serving: one worker per core. Workers look for I/O readiness after every 8
+/// tasks rather than tokio's default 61, since a proxy's tasks are tiny; BENCHMARKS.md has the
+/// runs (the effect on this 2-vCPU machine was within the run-to-run spread).
 pub fn proxy_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

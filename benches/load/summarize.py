@@ -213,11 +213,25 @@ def lbmodule(out):
     if not s.startswith("ok"):
         print(f"{s}\n")
         return None
-    r = agg(wrk_runs(out / "lbmodule", "lbmodule-prioritize"))
-    print("| endpoint | req/s (median) | p50 ms | p90 ms | p99 ms | CPU s / 100k req | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    print(f"| qlik-lb prioritize | {fmt(r['rps'])} | {fmt(r['p50'], '.3f')} | {fmt(r['p90'], '.3f')} | "
-          f"{fmt(r['p99'], '.3f')} | {fmt(r['cpu100k'], '.2f')} | {r['errors']} |\n")
+    # One row per number of concurrent callers (LBM_CONNS): QPS calls the module once per new
+    # engine session, so the first, low concurrency is the realistic one; the last saturates
+    # the two shared cores and shows queueing.
+    rows = []
+    for f in sorted((out / "lbmodule").glob("lbmodule-prioritize-c*.1.txt"),
+                    key=lambda f: int(f.name.split("-c")[1].split(".")[0])):
+        callers = int(f.name.split("-c")[1].split(".")[0])
+        rows.append((callers, agg(wrk_runs(out / "lbmodule", f"lbmodule-prioritize-c{callers}"))))
+    print("| endpoint | concurrent callers | req/s (median) | p50 ms | p90 ms | p99 ms | CPU s / 100k req | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for callers, r in rows:
+        print(f"| qlik-lb prioritize | {callers} | {fmt(r['rps'])} | {fmt(r['p50'], '.3f')} | {fmt(r['p90'], '.3f')} | "
+              f"{fmt(r['p99'], '.3f')} | {fmt(r['cpu100k'], '.2f')} | {r['errors']} |")
+    print()
+    if not rows:
+        return None
+    callers, r = rows[0]
+    r = dict(r)
+    r["callers"] = callers
     return r
 
 
@@ -244,7 +258,8 @@ def targets(sticky, ws, hold, rel, lb):
         r = rel["qlik-lb"]
         lines.append(("reload: 0 tunnels lost, 0 HTTP errors", f"{r['lost']} lost, {r['errors']} errors, reload seen: {r['reloaded']}",
                       verdict(r["lost"] == 0 and r["errors"] == 0 and r["reloaded"] == "yes")))
-    lines.append(("LB module p99 < 1 ms", "skipped" if lb is None else f"{lb['p99']:.3f} ms",
+    lines.append(("LB module p99 < 1 ms", "skipped" if lb is None else
+                  f"{lb['p99']:.3f} ms at {fmt(lb['rps'])} req/s ({lb['callers']} concurrent callers)",
                   verdict(None if lb is None else lb["p99"] < 1.0)))
     print("### Targets (qlik-lb, this run)\n")
     print("| target | measured | verdict |")
