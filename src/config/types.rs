@@ -24,6 +24,13 @@ pub struct FileConfig {
     pub license: Option<LicenseConfig>,
 }
 
+impl FileConfig {
+    /// `[license.release]`, when present.
+    pub fn license_release(&self) -> Option<&ReleaseConfig> {
+        self.license.as_ref().and_then(|l| l.release.as_ref())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {

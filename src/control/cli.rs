@@ -51,12 +51,7 @@ pub fn release_once(config_path: &Path, dry_run: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let Some(release) = config
-        .file
-        .license
-        .as_ref()
-        .and_then(|l| l.release.as_ref())
-    else {
+    let Some(release) = config.file.license_release() else {
         eprintln!(
             "{}: the config has no [license.release] section",
             config_path.display()

@@ -105,12 +105,7 @@ async fn monitor_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<Co
 }
 
 async fn release_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<ControlStatus>) {
-    let Some(release) = config
-        .file
-        .license
-        .as_ref()
-        .and_then(|l| l.release.as_ref())
-    else {
+    let Some(release) = config.file.license_release() else {
         return;
     };
     let client = match QrsClient::from_config(&config) {
