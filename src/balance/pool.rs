@@ -43,6 +43,37 @@ impl StickyCounters {
     }
 }
 
+/// Lets a log line through at most once per interval, so an outage is logged, not flooded.
+pub struct LogThrottle {
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    const INTERVAL_MS: u64 = 10_000;
+
+    fn new() -> LogThrottle {
+        LogThrottle {
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn should_log(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_millis() as u64
+            + Self::INTERVAL_MS;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now >= last + Self::INTERVAL_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
 pub struct Pool {
     pub name: String,
     pub cfg: PoolConfig,
@@ -51,6 +82,8 @@ pub struct Pool {
     pub codec: CookieCodec,
     pub learned: Arc<LearnedSessions>,
     pub decisions: StickyCounters,
+    /// "Every backend is down; trying anyway" is logged at most every 10 s.
+    pub all_down_log: LogThrottle,
     pub(crate) rr_next: AtomicUsize,
 }
 
@@ -90,11 +123,25 @@ impl Pool {
             codec: CookieCodec::new(&cfg.name, secret),
             learned,
             decisions: StickyCounters::new(&cfg.name, registry.metrics()),
+            all_down_log: LogThrottle::new(),
             rr_next: AtomicUsize::new(0),
         }
     }
 
     pub fn backend(&self, id: &str) -> Option<&Arc<Backend>> {
         self.by_id.get(id).map(|i| &self.backends[*i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogThrottle;
+
+    #[test]
+    fn the_throttle_lets_one_line_through_per_interval() {
+        let t = LogThrottle::new();
+        assert!(t.should_log(), "the first line passes");
+        assert!(!t.should_log(), "the next one within the interval does not");
+        assert!(!t.should_log());
     }
 }

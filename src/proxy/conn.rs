@@ -25,8 +25,6 @@ pub(super) struct ClientConn {
     /// `peer`'s IP as text for X-Forwarded-For.
     pub(super) peer_ip: String,
     pub(super) tls: bool,
-    /// Reused for the heads this connection sends, to spare an allocation per request.
-    pub(super) scratch: BytesMut,
     /// Windows authentication binds a backend connection to this client connection.
     pub(super) ntlm: Option<(Arc<Backend>, BackendConn)>,
 }
@@ -51,7 +49,6 @@ pub async fn serve(
         peer,
         peer_ip: peer.ip().to_string(),
         tls,
-        scratch: BytesMut::new(),
         ntlm: None,
     };
     let limits = HeadLimits {

@@ -22,9 +22,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-/// Largest head buffer a keep-alive connection keeps between requests.
-const SCRATCH_KEEP: usize = 8 * 1024;
-
 fn is_idempotent(head: &Head) -> bool {
     matches!(
         head.method(),
@@ -101,14 +98,15 @@ pub(super) async fn exchange(
     if chosen.invalid_cookie {
         pool.decisions.invalid.inc();
     }
-    if chosen.all_down {
+    if chosen.all_down && pool.all_down_log.should_log() {
         warn!(pool = %pool.name, backend = %chosen.backend.id, "every backend is down; trying anyway");
     }
     let idempotent = is_idempotent(&head);
     let windows_auth = is_windows_auth(&head) || conn.ntlm.is_some();
 
-    let mut out = std::mem::take(&mut conn.scratch);
-    out.clear();
+    // A fresh buffer per request: holding one across keep-alive idle time would cost every idle
+    // connection more memory than the allocation costs a request.
+    let mut out = BytesMut::new();
     upstream_request(
         &head,
         &RequestRewrite {
@@ -257,11 +255,6 @@ pub(super) async fn exchange(
         return Next::Close(conn);
     }
     drop(lease);
-    // Keep the buffer for the next request on this connection, unless an unusually large
-    // head grew it.
-    if head_out.capacity() <= SCRATCH_KEEP {
-        conn.scratch = head_out;
-    }
     if !resp.close && body.sent {
         if windows_auth {
             conn.ntlm = Some((backend, up));
