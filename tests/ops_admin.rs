@@ -188,6 +188,11 @@ async fn status_readiness_and_page() {
         assert_eq!(raw::get(admin, "/readyz", &[]).await.status, 200);
         let st = status(admin).await;
         assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
+        let balance = &st["pools"][0]["balance"];
+        assert!(
+            ["round-robin", "least-conn", "least-loaded"].contains(&balance.as_str().unwrap()),
+            "the balance reads as in the config file: {balance}"
+        );
         assert!(st["config"]["file"]
             .as_str()
             .unwrap()

@@ -61,7 +61,7 @@ pub fn status(ctx: &AdminCtx) -> Value {
         .map(|pool| {
             json!({
                 "name": pool.name,
-                "balance": format!("{:?}", pool.cfg.balance),
+                "balance": pool.cfg.balance.as_str(),
                 "backends": pool.backends.iter().map(|b| backend_status(b)).collect::<Vec<_>>(),
             })
         })

@@ -91,6 +91,17 @@ pub enum Balance {
     RoundRobin,
 }
 
+impl Balance {
+    /// As written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::LeastLoaded => "least-loaded",
+            Balance::LeastConn => "least-conn",
+            Balance::RoundRobin => "round-robin",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum WhenAllDown {
