@@ -70,42 +70,30 @@ async fn first_request_is_pinned_and_later_requests_stay_without_new_cookie() {
     .await;
 }
 
+/// The `Set-Cookie` line pinning a first request, from an instance with these sticky settings.
+async fn pin_line(a: &TestBackend, b: &TestBackend, sticky: &str) -> String {
+    let pool_extra = format!("  [pool.sticky]\n{sticky}");
+    let lb = start(&frontdoor_config(&backends(a, b), &pool_extra, "")).await;
+    let r = within(10, raw::get(lb.frontend_addr("public").unwrap(), "/", &[])).await;
+    let line = r
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("QLB_ROUTE="));
+    line.expect("QLB_ROUTE set").to_string()
+}
+
 #[tokio::test]
 async fn cookie_attributes_follow_the_config() {
     let (a, b) = two_backends().await;
-    let lb = start(&frontdoor_config(
-        &backends(&a, &b),
-        "  [pool.sticky]\n  same_site = \"Lax\"\n  secure = \"never\"\n",
-        "",
-    ))
-    .await;
-    let addr = lb.frontend_addr("public").unwrap();
-    let r = within(10, raw::get(addr, "/", &[])).await;
-    let c = r
-        .all("set-cookie")
-        .into_iter()
-        .find(|c| c.starts_with("QLB_ROUTE="))
-        .unwrap()
-        .to_string();
-    assert!(c.contains("SameSite=Lax") && !c.contains("Secure"), "{c}");
-    drop(lb);
-    let lb = start(&frontdoor_config(
-        &backends(&a, &b),
-        "  [pool.sticky]\n  same_site = \"Strict\"\n  secure = \"always\"\n",
-        "",
-    ))
-    .await;
-    let addr = lb.frontend_addr("public").unwrap();
-    let r = within(10, raw::get(addr, "/", &[])).await;
-    let c = r
-        .all("set-cookie")
-        .into_iter()
-        .find(|c| c.starts_with("QLB_ROUTE="))
-        .unwrap()
-        .to_string();
+    let lax = pin_line(&a, &b, "  same_site = \"Lax\"\n  secure = \"never\"\n").await;
     assert!(
-        c.contains("SameSite=Strict") && c.contains("; Secure"),
-        "{c}"
+        lax.contains("SameSite=Lax") && !lax.contains("Secure"),
+        "{lax}"
+    );
+    let strict = pin_line(&a, &b, "  same_site = \"Strict\"\n  secure = \"always\"\n").await;
+    assert!(
+        strict.contains("SameSite=Strict") && strict.contains("; Secure"),
+        "{strict}"
     );
 }
 

@@ -40,6 +40,17 @@ async fn open_ws(addr: std::net::SocketAddr, cookie: Option<&str>) -> (Ws, Strin
     (ws, node)
 }
 
+/// Returns once the proxy ended the tunnel (a close frame or the socket closing), not a hang.
+async fn closed(ws: &mut Ws) {
+    loop {
+        match ws.next().await {
+            None | Some(Err(_)) => return,
+            Some(Ok(m)) if m.is_close() => return,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 fn sizes() -> impl Iterator<Item = usize> {
     // Frame-length edges (125/126/65535/65536) and the extremes, then a deterministic spread.
     let edges = [1usize, 2, 125, 126, 127, 65_535, 65_536, 65_537, 1 << 20];
@@ -142,13 +153,7 @@ async fn tunnels_to_a_killed_backend_are_closed() {
         let (mut on_b, _) = open_ws(addr, Some("QLB_ROUTE=node2")).await;
         a.kill();
         // The client sees its tunnel end (close or EOF), not a hang.
-        loop {
-            match on_a.next().await {
-                None | Some(Err(_)) => break,
-                Some(Ok(m)) if m.is_close() => break,
-                Some(Ok(_)) => {}
-            }
-        }
+        closed(&mut on_a).await;
         on_b.send(Message::text("still here")).await.unwrap();
         assert_eq!(
             on_b.next().await.unwrap().unwrap(),
@@ -172,13 +177,7 @@ async fn tunnels_end_when_the_backend_is_marked_down() {
             .get("proxies", "node1")
             .unwrap()
             .set_up(false);
-        loop {
-            match ws.next().await {
-                None | Some(Err(_)) => break,
-                Some(Ok(m)) if m.is_close() => break,
-                Some(Ok(_)) => {}
-            }
-        }
+        closed(&mut ws).await;
     })
     .await;
 }
