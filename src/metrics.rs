@@ -313,13 +313,18 @@ impl Default for Metrics {
     }
 }
 
+/// The `code` label values of `qlb_http_requests_total`.
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into `CODE_CLASSES` for a response code (anything out of range counts as 5xx).
+pub fn code_class_index(status: u16) -> usize {
+    match status {
+        100..=599 => (status / 100) as usize - 1,
+        _ => 4,
+    }
+}
+
 /// Status class label for a response code: "1xx" .. "5xx".
 pub fn code_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    CODE_CLASSES[code_class_index(status)]
 }

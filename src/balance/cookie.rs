@@ -1,6 +1,7 @@
 //! The sticky cookie value: the backend id, plus an HMAC-SHA256 tag when a secret is set, so
 //! every instance sharing the secret routes the same cookie the same way and nobody can forge one.
 
+use crate::config::{SameSite, SecureMode, StickyConfig};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -80,6 +81,26 @@ impl CookieCodec {
             }
         }
     }
+}
+
+/// The `Set-Cookie` value pinning a user with cookie `value`, with the configured attributes.
+pub fn set_cookie_line(sticky: &StickyConfig, value: &str, client_tls: bool) -> String {
+    let same_site = match sticky.same_site {
+        SameSite::None => "None",
+        SameSite::Lax => "Lax",
+        SameSite::Strict => "Strict",
+    };
+    // SameSite=None is only honoured by browsers together with Secure.
+    let secure = match sticky.secure {
+        SecureMode::Always => true,
+        SecureMode::Never => false,
+        SecureMode::Auto => client_tls || sticky.same_site == SameSite::None,
+    };
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite={same_site}{}",
+        sticky.cookie,
+        if secure { "; Secure" } else { "" }
+    )
 }
 
 #[cfg(test)]

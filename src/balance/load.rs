@@ -26,8 +26,6 @@ use std::time::{Duration, Instant};
 pub const HOT_CPU_PERCENT: f64 = 90.0;
 /// How many health intervals a sample stays fresh.
 pub const FRESH_INTERVALS: u32 = 3;
-/// Freshness used when the pool's interval is not at hand (3 × the default 5 s interval).
-pub const DEFAULT_FRESH_FOR: Duration = Duration::from_secs(15);
 /// Memory in use below this share adds no pressure; from here to 100 % it rises to full.
 const MEMORY_PRESSURE_FROM: f64 = 0.6;
 /// Load per active engine session (sessions also show in CPU; this orders idle engines).
@@ -129,11 +127,6 @@ impl LoadInputs {
     pub fn connection_load(&self) -> f64 {
         self.own as f64 / self.weight.max(1) as f64
     }
-}
-
-/// The score of a live backend with the default freshness.
-pub fn load_score(b: &Backend) -> f64 {
-    LoadInputs::of(b, DEFAULT_FRESH_FOR, Instant::now()).score()
 }
 
 /// Picks the index of the candidate a new user goes to (see the module comment); pure apart

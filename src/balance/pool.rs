@@ -1,7 +1,7 @@
 //! A pool as the hot path sees it: the backends' live state in config order, the cookie codec,
 //! and the learned Qlik sessions. Rebuilt on reload around the same live backends.
 
-use super::cookie::CookieCodec;
+use super::cookie::{set_cookie_line, CookieCodec};
 use super::learned::LearnedSessions;
 use super::registry::{Backend, BackendTarget, Registry};
 use crate::config::{BackendUrl, PoolConfig};
@@ -81,6 +81,9 @@ pub struct Pool {
     by_id: HashMap<String, usize>,
     pub codec: CookieCodec,
     pub learned: Arc<LearnedSessions>,
+    /// The pinning `Set-Cookie` value per backend (index as `backends`), over plain HTTP and
+    /// over TLS: fixed for a config, so built here rather than per response.
+    pins: Vec<[String; 2]>,
     pub decisions: StickyCounters,
     /// "Every backend is down; trying anyway" is logged at most every 10 s.
     pub all_down_log: LogThrottle,
@@ -115,17 +118,32 @@ impl Pool {
             .enumerate()
             .map(|(i, b)| (b.id.clone(), i))
             .collect();
+        let codec = CookieCodec::new(&cfg.name, secret);
+        let pins = backends
+            .iter()
+            .map(|b| {
+                let value = codec.encode(&b.id);
+                [false, true].map(|tls| set_cookie_line(&cfg.sticky, &value, tls))
+            })
+            .collect();
         Pool {
             name: cfg.name.clone(),
             cfg: cfg.clone(),
             backends,
             by_id,
-            codec: CookieCodec::new(&cfg.name, secret),
+            codec,
+            pins,
             learned,
             decisions: StickyCounters::new(&cfg.name, registry.metrics()),
             all_down_log: LogThrottle::new(),
             rr_next: AtomicUsize::new(0),
         }
+    }
+
+    /// The `Set-Cookie` value that pins a user to `backend`.
+    pub fn pin_cookie(&self, backend: &Backend, client_tls: bool) -> Option<&str> {
+        let i = *self.by_id.get(&backend.id)?;
+        Some(&self.pins[i][client_tls as usize])
     }
 
     pub fn backend(&self, id: &str) -> Option<&Arc<Backend>> {

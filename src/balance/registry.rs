@@ -215,12 +215,12 @@ impl Backend {
 
     /// Counts one answer to a client of `frontend` in `qlb_http_requests_total`.
     pub fn count_response(&self, frontend: &str, status: u16, m: &Metrics) {
-        let class = (status / 100).clamp(1, 5) as usize - 1;
+        let class = crate::metrics::code_class_index(status);
         if let Some((_, counters)) = self.responses.load().iter().find(|(f, _)| f == frontend) {
             counters[class].inc();
             return;
         }
-        let counters = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
+        let counters = crate::metrics::CODE_CLASSES.map(|c| {
             m.http_requests_total
                 .with_label_values(&[frontend, &self.pool, &self.id, c])
         });
@@ -388,14 +388,5 @@ impl Registry {
             }
             stays
         });
-    }
-
-    pub fn all(&self) -> Vec<Arc<Backend>> {
-        self.backends
-            .lock()
-            .expect("registry lock")
-            .values()
-            .cloned()
-            .collect()
     }
 }

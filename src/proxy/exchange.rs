@@ -9,7 +9,7 @@ use super::respond::ProxyError;
 use super::rewrite::{
     client_response, is_qlik_session_cookie, response_set_cookies, upstream_request, RequestRewrite,
 };
-use super::route::{pin_cookie, route, Outcome, Route};
+use super::route::{route, Outcome, Route};
 use super::tunnel::Tunnel;
 use super::upstream::{connect, BackendConn};
 use super::ProxyCtx;
@@ -200,13 +200,15 @@ pub(super) async fn exchange(
             }
         }
     }
-    let set_cookie = chosen
-        .sets_cookie()
-        .then(|| pin_cookie(pool, &backend, conn.tls));
+    let set_cookie = if chosen.sets_cookie() {
+        pool.pin_cookie(&backend, conn.tls)
+    } else {
+        None
+    };
     let mut head_out = out;
     head_out.clear();
     if resp.status == 101 {
-        client_response(&resp, set_cookie.as_deref(), false, &mut head_out);
+        client_response(&resp, set_cookie, false, &mut head_out);
         if conn.io.write_all(&head_out).await.is_err() {
             return Next::Close(conn);
         }
@@ -226,7 +228,7 @@ pub(super) async fn exchange(
         || !body.sent
         || resp.framing == Framing::UntilClose
         || ctx.lifecycle.stop.is_cancelled();
-    client_response(&resp, set_cookie.as_deref(), close_client, &mut head_out);
+    client_response(&resp, set_cookie, close_client, &mut head_out);
     let body_inline = inline_small_body(&mut up.buf, resp.framing, &mut head_out);
     if conn.io.write_all(&head_out).await.is_err() {
         return Next::Close(conn);

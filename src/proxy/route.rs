@@ -16,17 +16,6 @@ pub enum Outcome {
     Reassigned,
 }
 
-impl Outcome {
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Learned => "learned",
-            Outcome::Miss => "miss",
-            Outcome::Reassigned => "reassigned",
-        }
-    }
-}
-
 pub struct Route {
     pub backend: Arc<Backend>,
     pub outcome: Outcome,
@@ -122,27 +111,4 @@ pub fn route(pool: &Pool, head: &Head, exclude: Option<&Arc<Backend>>) -> Option
 
 fn is_excluded(b: &Arc<Backend>, exclude: Option<&Arc<Backend>>) -> bool {
     exclude.is_some_and(|x| Arc::ptr_eq(x, b))
-}
-
-/// The Set-Cookie value pinning a user to `backend`.
-pub fn pin_cookie(pool: &Pool, backend: &Backend, client_tls: bool) -> String {
-    use crate::config::{SameSite, SecureMode};
-    let sticky = &pool.cfg.sticky;
-    let same_site = match sticky.same_site {
-        SameSite::None => "None",
-        SameSite::Lax => "Lax",
-        SameSite::Strict => "Strict",
-    };
-    // SameSite=None is only honoured by browsers together with Secure.
-    let secure = match sticky.secure {
-        SecureMode::Always => true,
-        SecureMode::Never => false,
-        SecureMode::Auto => client_tls || sticky.same_site == SameSite::None,
-    };
-    format!(
-        "{}={}; Path=/; HttpOnly; SameSite={same_site}{}",
-        sticky.cookie,
-        pool.codec.encode(&backend.id),
-        if secure { "; Secure" } else { "" }
-    )
 }

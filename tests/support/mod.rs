@@ -81,11 +81,9 @@ pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) {
 /// Scrapes the admin `/metrics` and returns the value of one sample line, e.g.
 /// `qlb_sticky_decisions_total{outcome="hit",pool="proxies"}`.
 pub async fn metric(instance: &Instance, sample_prefix: &str) -> f64 {
-    let text = instance.shared.metrics.render();
-    let admin = instance.admin.expect("admin listener");
+    let admin = instance.admin_addr().expect("admin listener");
     let scraped = raw::get(admin, "/metrics", &[]).await;
     assert_eq!(scraped.status, 200);
-    let _ = text;
     let body = String::from_utf8(scraped.body).expect("utf-8 metrics");
     body.lines()
         .find(|l| l.starts_with(sample_prefix))
