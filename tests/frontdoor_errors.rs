@@ -5,7 +5,7 @@ mod support;
 
 use support::backend::TestBackend;
 use support::raw::{self, Reply};
-use support::{frontdoor_config, metric, start, within};
+use support::{frontdoor_config, frontdoor_over, metric, start, within};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -16,14 +16,8 @@ async fn send_raw(addr: std::net::SocketAddr, bytes: &[u8]) -> Reply {
 }
 
 async fn setup(frontend_extra: &str, pool_extra: &str) -> (TestBackend, qlik_lb::app::Instance) {
-    let a = TestBackend::start("node1").await;
-    let lb = start(&frontdoor_config(
-        &[("node1", a.addr_string())],
-        pool_extra,
-        frontend_extra,
-    ))
-    .await;
-    (a, lb)
+    let (mut nodes, lb) = frontdoor_over(&["node1"], pool_extra, frontend_extra).await;
+    (nodes.remove(0), lb)
 }
 
 #[tokio::test]

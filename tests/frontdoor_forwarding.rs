@@ -5,14 +5,12 @@ mod support;
 
 use support::backend::{seen, TestBackend};
 use support::raw;
-use support::{frontdoor_config, start, within};
+use support::{frontdoor_over, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-async fn one_backend() -> (TestBackend, qlik_lb::app::Instance) {
-    let a = TestBackend::start("node1").await;
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", "")).await;
-    (a, lb)
+async fn one_backend() -> (Vec<TestBackend>, qlik_lb::app::Instance) {
+    frontdoor_over(&["node1"], "", "").await
 }
 
 #[tokio::test]

@@ -34,6 +34,17 @@ fn self_signed() -> Cert {
     }
 }
 
+impl Cert {
+    /// The `tls = { .. }` line of a frontend serving this certificate.
+    fn frontend_tls(&self) -> String {
+        format!(
+            "tls = {{ cert = \"{}\", key = \"{}\" }}",
+            self.cert.display(),
+            self.key.display()
+        )
+    }
+}
+
 fn connector(der: rustls::pki_types::CertificateDer<'static>) -> tokio_rustls::TlsConnector {
     let cfg = qlik_lb::tls::client_config_from(None, vec![der], true).unwrap();
     tokio_rustls::TlsConnector::from(cfg)
@@ -43,11 +54,7 @@ fn connector(der: rustls::pki_types::CertificateDer<'static>) -> tokio_rustls::T
 async fn a_tls_front_door_serves_http_and_websocket() {
     let a = TestBackend::start("node1").await;
     let cert = self_signed();
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.cert.display(),
-        cert.key.display()
-    );
+    let tls = cert.frontend_tls();
     let lb = start(&frontdoor_config(
         &[("node1", a.addr_string())],
         "  [pool.sticky]\n  same_site = \"Lax\"\n",
@@ -118,11 +125,7 @@ async fn a_tls_front_door_serves_http_and_websocket() {
 async fn a_failed_tls_handshake_is_counted() {
     let a = TestBackend::start("node1").await;
     let cert = self_signed();
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.cert.display(),
-        cert.key.display()
-    );
+    let tls = cert.frontend_tls();
     let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", &tls)).await;
     let addr = lb.frontend_addr("public").unwrap();
     within(10, async {

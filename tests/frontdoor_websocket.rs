@@ -4,9 +4,8 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use support::backend::TestBackend;
 use support::raw;
-use support::{eventually, frontdoor_config, start, within};
+use support::{eventually, frontdoor_over, within};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -73,16 +72,8 @@ fn sizes() -> impl Iterator<Item = usize> {
 
 #[tokio::test]
 async fn upgrade_with_the_cookie_lands_on_the_pinned_backend_and_echoes_1000_messages() {
-    let (a, b) = (
-        TestBackend::start("node1").await,
-        TestBackend::start("node2").await,
-    );
-    let lb = start(&frontdoor_config(
-        &[("node1", a.addr_string()), ("node2", b.addr_string())],
-        "",
-        "",
-    ))
-    .await;
+    let (nodes, lb) = frontdoor_over(&["node1", "node2"], "", "").await;
+    let (a, b) = (&nodes[0], &nodes[1]);
     let addr = lb.frontend_addr("public").unwrap();
     within(120, async {
         let first = raw::get(addr, "/hub", &[]).await;
@@ -119,8 +110,7 @@ async fn upgrade_with_the_cookie_lands_on_the_pinned_backend_and_echoes_1000_mes
 
 #[tokio::test]
 async fn a_websocket_without_cookie_is_pinned_by_the_101() {
-    let a = TestBackend::start("node1").await;
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", "")).await;
+    let (_nodes, lb) = frontdoor_over(&["node1"], "", "").await;
     let addr = lb.frontend_addr("public").unwrap();
     let req = format!("GET /app/x HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     let mut s = TcpStream::connect(addr).await.unwrap();
@@ -136,16 +126,8 @@ async fn a_websocket_without_cookie_is_pinned_by_the_101() {
 
 #[tokio::test]
 async fn tunnels_to_a_killed_backend_are_closed() {
-    let (a, b) = (
-        TestBackend::start("node1").await,
-        TestBackend::start("node2").await,
-    );
-    let lb = start(&frontdoor_config(
-        &[("node1", a.addr_string()), ("node2", b.addr_string())],
-        "",
-        "",
-    ))
-    .await;
+    let (nodes, lb) = frontdoor_over(&["node1", "node2"], "", "").await;
+    let a = &nodes[0];
     let addr = lb.frontend_addr("public").unwrap();
     within(10, async {
         let (mut on_a, node) = open_ws(addr, Some("QLB_ROUTE=node1")).await;
@@ -167,8 +149,7 @@ async fn tunnels_to_a_killed_backend_are_closed() {
 
 #[tokio::test]
 async fn tunnels_end_when_the_backend_is_marked_down() {
-    let a = TestBackend::start("node1").await;
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", "")).await;
+    let (_nodes, lb) = frontdoor_over(&["node1"], "", "").await;
     let addr = lb.frontend_addr("public").unwrap();
     within(10, async {
         let (mut ws, _) = open_ws(addr, None).await;
@@ -184,8 +165,7 @@ async fn tunnels_end_when_the_backend_is_marked_down() {
 
 #[tokio::test]
 async fn a_backend_refusing_the_upgrade_is_answered_unchanged() {
-    let a = TestBackend::start("node1").await;
-    let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", "")).await;
+    let (_nodes, lb) = frontdoor_over(&["node1"], "", "").await;
     let addr = lb.frontend_addr("public").unwrap();
     // No Sec-WebSocket headers and no upgrade token: a plain GET answer comes back as is.
     let r = within(10, raw::get(addr, "/app/x", &[("Upgrade", "websocket")])).await;

@@ -66,6 +66,24 @@ response_timeout = "5s"
     s
 }
 
+/// Test backends with these ids and a front door over them (`frontdoor_config` extras).
+pub async fn frontdoor_over(
+    ids: &[&str],
+    pool_extra: &str,
+    frontend_extra: &str,
+) -> (Vec<backend::TestBackend>, Instance) {
+    let mut backends = Vec::new();
+    for id in ids {
+        backends.push(backend::TestBackend::start(id).await);
+    }
+    let pairs: Vec<(&str, String)> = backends
+        .iter()
+        .map(|b| (b.id.as_str(), b.addr_string()))
+        .collect();
+    let lb = start(&frontdoor_config(&pairs, pool_extra, frontend_extra)).await;
+    (backends, lb)
+}
+
 /// Polls `f` until it returns true or the deadline passes.
 pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
