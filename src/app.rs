@@ -5,6 +5,7 @@ use crate::admin::{self, AdminCtx};
 use crate::config::Config;
 use crate::control::{jobs::spawn_jobs, ControlStatus};
 use crate::metrics::Metrics;
+use crate::proxy::workers::Workers;
 use crate::proxy::{listener::serve_frontend, Lifecycle, ProxyCtx};
 use crate::reload::listeners::{ListenerSpec, Listeners};
 use crate::reload::triggers::{self, WatchError};
@@ -25,6 +26,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigErrors),
     #[error("{what}: {message}")]
     Tls { what: String, message: String },
+    #[error("cannot start the worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: String,
@@ -49,6 +52,7 @@ pub struct Instance {
     pub admin_ctx: Arc<AdminCtx>,
     background: CancellationToken,
     grace: Duration,
+    workers: Arc<Workers>,
 }
 
 impl Instance {
@@ -79,7 +83,13 @@ impl Instance {
         let lifecycle = Lifecycle::new();
         let background = CancellationToken::new();
         let cfg = runtime.load().config.clone();
-        let ctx = ProxyCtx::new(runtime.clone(), shared.clone(), lifecycle.clone());
+        let workers = Workers::start().map_err(StartError::Workers)?;
+        let ctx = ProxyCtx::new(
+            runtime.clone(),
+            shared.clone(),
+            lifecycle.clone(),
+            workers.clone(),
+        );
         // A bad certificate fails the start here, not later inside the listener task.
         lb_module_tls(&cfg)?;
         let admin_ctx = admin_context(&runtime, &shared, &lifecycle, &ctx, &background, token);
@@ -125,6 +135,7 @@ impl Instance {
             admin_ctx,
             background,
             grace,
+            workers,
         })
     }
 
@@ -154,6 +165,7 @@ impl Instance {
     pub async fn shutdown(self) {
         shutdown_in_order(&self.lifecycle, self.grace, &self.runtime).await;
         self.background.cancel();
+        self.workers.stop();
     }
 }
 
@@ -274,7 +286,11 @@ fn listener_specs(
             });
         }
         if let Some(lbm) = &cfg.file.lb_module {
-            let (runtime, shared) = (proxy.runtime.clone(), proxy.shared.clone());
+            let (runtime, shared, workers) = (
+                proxy.runtime.clone(),
+                proxy.shared.clone(),
+                proxy.workers.clone(),
+            );
             let tls = lb_module_tls(cfg);
             specs.push(ListenerSpec {
                 key: LB_MODULE_KEY.to_string(),
@@ -283,7 +299,9 @@ fn listener_specs(
                 parent: background.clone(),
                 start: Box::new(move |listener, stop| match tls {
                     Ok(tls) => {
-                        tokio::spawn(crate::lbmodule::serve(listener, tls, runtime, shared, stop));
+                        tokio::spawn(crate::lbmodule::serve(
+                            listener, tls, runtime, shared, workers, stop,
+                        ));
                     }
                     Err(e) => error!("load balancing module not started: {e}"),
                 }),
@@ -323,17 +341,14 @@ async fn shutdown_in_order(lifecycle: &Lifecycle, grace: Duration, runtime: &Sha
     .await;
 }
 
-/// The runtime for serving: one worker per core. Workers look for I/O readiness after every 8
-/// tasks rather than tokio's default 61, since a proxy's tasks are tiny; BENCHMARKS.md has the
-/// runs (the effect on this 2-vCPU machine was within the run-to-run spread).
+/// The instance's own runtime: accepting, admin, health checks, license jobs, reloads. Proxied
+/// connections run on the per-core workers (`proxy::workers`), so one thread is enough here.
 pub fn proxy_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
-        .event_interval(EVENT_INTERVAL)
         .build()
 }
-
-const EVENT_INTERVAL: u32 = 8;
 
 /// `qlik-lb check`: prints `ok` or every error, exit 0 or 1.
 pub fn check(path: &Path) -> ExitCode {

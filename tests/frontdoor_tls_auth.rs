@@ -202,17 +202,19 @@ async fn plain_keep_alive_reuses_backend_connections() {
     let a = TestBackend::start("node1").await;
     let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", "")).await;
     let addr = lb.frontend_addr("public").unwrap();
+    // Each worker thread keeps its own idle connections, and clients are dealt to workers in turn.
+    let workers = qlik_lb::proxy::workers::worker_count();
     within(10, async {
         let mut ports = std::collections::HashSet::new();
-        for _ in 0..10 {
+        for _ in 0..5 * workers {
             let mut c = TcpStream::connect(addr).await.unwrap();
             let mut buf = Vec::new();
             ports.insert(peer_port(&mut c, &mut buf, None).await);
         }
-        assert_eq!(
-            ports.len(),
-            1,
-            "sequential clients share one idle backend connection"
+        assert!(
+            ports.len() <= workers,
+            "sequential clients share one idle backend connection per worker: {} for {workers} workers",
+            ports.len()
         );
     })
     .await;

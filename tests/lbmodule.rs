@@ -11,6 +11,7 @@ use qlik_lb::balance::engine_health::EngineHealth;
 use qlik_lb::balance::health::{probe_once, Prober};
 use qlik_lb::balance::registry::HealthSample;
 use qlik_lb::balance::Backend;
+use qlik_lb::proxy::workers::Workers;
 use qlik_lb::runtime::{Shared, SharedRuntime};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,6 +75,7 @@ name = "engines"
             None,
             rt.clone(),
             shared.clone(),
+            Workers::start().unwrap(),
             shutdown.clone(),
         ));
         Module {
@@ -451,6 +453,7 @@ name = "engines"
         Some(pki.server_config(false)),
         rt,
         shared,
+        Workers::start().unwrap(),
         shutdown.clone(),
     ));
     let client = qlik_lb::tls::client_config_from(None, vec![pki.ca_der.clone()], true).unwrap();

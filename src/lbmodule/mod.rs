@@ -12,6 +12,7 @@ pub use engines::{host_port, match_backend, match_engines, Matched, RecentFirsts
 pub use rank::{rank, EngineState};
 pub use request::{BadRequest, Prioritize};
 
+use crate::proxy::workers::{Acceptor, Workers};
 use crate::runtime::{Shared, SharedRuntime};
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
@@ -21,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,14 +41,23 @@ struct State {
 }
 
 /// Serves the module on `listener` (TLS when `tls` is given) until `shutdown`; open connections
-/// finish the request they are on.
+/// finish the request they are on. Connections run on the front door's workers: a call is a few
+/// microseconds of work, and the instance's own runtime has one thread for everything else.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     runtime: SharedRuntime,
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     shutdown: CancellationToken,
 ) {
+    let listener = match Acceptor::new(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "load balancing module: cannot poll the listening socket");
+            return;
+        }
+    };
     let state = Arc::new(State {
         runtime,
         shared,
@@ -69,8 +79,10 @@ pub async fn serve(
             },
         };
         let (state, acceptor, shutdown) = (state.clone(), acceptor.clone(), shutdown.clone());
-        tracker.spawn(async move {
-            let _ = tcp.set_nodelay(true);
+        workers.spawn(tracker.track_future(async move {
+            let Ok(tcp) = TcpStream::from_std(tcp) else {
+                return;
+            };
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -81,7 +93,7 @@ pub async fn serve(
                 }
                 None => connection(TokioIo::new(tcp), state, shutdown).await,
             }
-        });
+        }));
     }
     tracker.close();
     tracker.wait().await;

@@ -1,11 +1,13 @@
 //! Accepting front-door connections: the connection limit, the TLS handshake (bounded by
-//! `header_timeout`), and one task per connection tracked for graceful shutdown.
+//! `header_timeout`), and one task per connection, on the next worker, tracked for graceful
+//! shutdown.
 
 use super::stream::Stream;
+use super::workers::Acceptor;
 use super::ProxyCtx;
 use crate::runtime::FrontendRuntime;
 use std::sync::Arc;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -22,6 +24,13 @@ pub async fn serve_frontend(
     let Some(initial) = initial else {
         warn!(frontend = %name, "frontend is not in the config");
         return;
+    };
+    let listener = match Acceptor::new(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(frontend = %name, error = %e, "cannot poll the listening socket");
+            return;
+        }
     };
     let limit = Arc::new(Semaphore::new(initial.cfg.max_connections));
     loop {
@@ -42,7 +51,6 @@ pub async fn serve_frontend(
                 continue;
             }
         };
-        let _ = tcp.set_nodelay(true);
         let fe: Arc<FrontendRuntime> = ctx
             .runtime
             .load()
@@ -51,8 +59,15 @@ pub async fn serve_frontend(
             .unwrap_or_else(|| initial.clone());
         let ctx2 = ctx.clone();
         let started = tokio::time::Instant::now();
-        ctx.lifecycle.tracker.spawn(async move {
+        let task = ctx.lifecycle.tracker.track_future(async move {
             let _permit = permit;
+            let tcp = match TcpStream::from_std(tcp) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(frontend = %fe.cfg.name, client = %peer, error = %e, "cannot register the connection");
+                    return;
+                }
+            };
             let io = match &fe.tls {
                 None => Stream::Plain(tcp),
                 Some(tls) => {
@@ -73,5 +88,6 @@ pub async fn serve_frontend(
             };
             super::conn::serve(io, peer, started, fe, ctx2).await;
         });
+        ctx.workers.spawn(task);
     }
 }

@@ -18,6 +18,7 @@ pub mod route;
 pub mod stream;
 pub mod tunnel;
 pub mod upstream;
+pub mod workers;
 
 use crate::runtime::{Shared, SharedRuntime};
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub struct ProxyCtx {
     pub shared: Arc<Shared>,
     pub backend_tls: Arc<rustls::ClientConfig>,
     pub lifecycle: Arc<Lifecycle>,
+    /// The threads front-door connections run on.
+    pub workers: Arc<workers::Workers>,
 }
 
 impl ProxyCtx {
@@ -56,6 +59,7 @@ impl ProxyCtx {
         runtime: SharedRuntime,
         shared: Arc<Shared>,
         lifecycle: Arc<Lifecycle>,
+        workers: Arc<workers::Workers>,
     ) -> Arc<ProxyCtx> {
         // Backends behind a Qlik load balancer usually present QMC-issued or self-signed
         // certificates for names the balancer does not use, as `ssl verify none` in HAProxy.
@@ -66,6 +70,7 @@ impl ProxyCtx {
             shared,
             backend_tls,
             lifecycle,
+            workers,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! Connections to backends: connect (plain or TLS) with a timeout, and a small per-backend pool
-//! of idle keep-alive connections. A connection is only reused when it is provably clean.
+//! of idle keep-alive connections. A connection is only reused when it is provably clean, and
+//! only by the worker thread that opened it (its socket is registered with that worker's runtime).
 
 use super::stream::{BackendStream, Stream};
+use super::workers;
 use crate::balance::registry::BackendTarget;
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
@@ -9,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// Idle connections kept per backend; more are closed when returned.
-const MAX_IDLE_PER_BACKEND: usize = 256;
+/// Idle connections kept per backend and worker; more are closed when returned.
+const MAX_IDLE_PER_WORKER: usize = 256;
 /// Idle connections older than this are closed rather than reused (QPS keeps 5 min).
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 /// Read buffers up to this size stay with a pooled connection.
@@ -70,20 +72,33 @@ pub async fn connect(
         .map_err(|_| ConnectError::Timeout(authority.clone()))?
 }
 
-/// Idle connections of one backend.
-#[derive(Default)]
+/// Idle connections of one backend, one list per worker thread.
 pub struct IdlePool {
-    conns: Mutex<Vec<BackendConn>>,
+    slots: Box<[Mutex<Vec<BackendConn>>]>,
+}
+
+impl Default for IdlePool {
+    fn default() -> IdlePool {
+        IdlePool {
+            slots: (0..workers::slot_count())
+                .map(|_| Mutex::default())
+                .collect(),
+        }
+    }
 }
 
 impl IdlePool {
+    fn mine(&self) -> &Mutex<Vec<BackendConn>> {
+        &self.slots[workers::current_slot()]
+    }
+
     /// An idle connection that is still open, if any. `retry_safe` callers (idempotent requests,
     /// which get one retry on a fresh connection) skip the liveness probe for connections idle
     /// under a second: backends close idle connections after seconds, and the probe costs a
     /// syscall on every request.
     pub fn take(&self, retry_safe: bool) -> Option<BackendConn> {
         loop {
-            let mut conn = self.conns.lock().expect("idle pool lock").pop()?;
+            let mut conn = self.mine().lock().expect("idle pool lock").pop()?;
             let idle = conn.idle_since.elapsed();
             let trusted = retry_safe && idle < PROBE_AFTER;
             if idle < MAX_IDLE_AGE && (trusted || is_clean(&conn.io)) {
@@ -103,14 +118,16 @@ impl IdlePool {
             conn.buf = BytesMut::new();
         }
         conn.idle_since = Instant::now();
-        let mut conns = self.conns.lock().expect("idle pool lock");
-        if conns.len() < MAX_IDLE_PER_BACKEND {
+        let mut conns = self.mine().lock().expect("idle pool lock");
+        if conns.len() < MAX_IDLE_PER_WORKER {
             conns.push(conn);
         }
     }
 
     pub fn clear(&self) {
-        self.conns.lock().expect("idle pool lock").clear();
+        for slot in self.slots.iter() {
+            slot.lock().expect("idle pool lock").clear();
+        }
     }
 }
 
