@@ -4,10 +4,10 @@ use super::head::{head_end, parse_request, Head, HeadError};
 use super::respond::ProxyError;
 use super::stream::ClientStream;
 use bytes::{Buf, BytesMut};
+use std::future::Future;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 pub struct HeadLimits {
     pub header_timeout: Duration,
@@ -29,14 +29,14 @@ pub async fn read_request_head(
     buf: &mut BytesMut,
     limits: &HeadLimits,
     first: Option<Instant>,
-    stop: &CancellationToken,
+    stop: &mut (impl Future<Output = ()> + Unpin),
 ) -> HeadRead {
     let mut deadline = first.map(|t| t + limits.header_timeout);
     if buf.is_empty() {
         let wait_until = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
         let read = tokio::select! {
             r = tokio::time::timeout_at(wait_until, io.read_buf(buf)) => r,
-            _ = stop.cancelled() => return HeadRead::Closed,
+            _ = stop => return HeadRead::Closed,
         };
         match read {
             Err(_) if first.is_some() => {

@@ -5,6 +5,7 @@ use super::client_head::{read_request_head, HeadLimits, HeadRead};
 use super::exchange::exchange;
 use super::head::Head;
 use super::respond::{error_response, request_id, ProxyError};
+use super::signal;
 use super::stream::ClientStream;
 use super::tunnel::{self, Tunnel};
 use super::upstream::BackendConn;
@@ -57,13 +58,14 @@ pub async fn serve(
         max_header_bytes: fe.cfg.max_header_bytes,
     };
     let mut first = Some(accepted);
+    let mut stop = signal::cancelled(&ctx.lifecycle.stop);
     loop {
         let head = match read_request_head(
             &mut conn.io,
             &mut conn.buf,
             &limits,
             first.take(),
-            &ctx.lifecycle.stop,
+            &mut stop,
         )
         .await
         {

@@ -15,6 +15,7 @@ pub mod listener;
 pub mod respond;
 pub mod rewrite;
 pub mod route;
+pub mod signal;
 pub mod stream;
 pub mod tunnel;
 pub mod upstream;

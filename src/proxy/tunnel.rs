@@ -6,6 +6,7 @@
 //! plain-TCP tunnel holds no buffer at all: bytes are read into a per-thread scratch buffer and
 //! written straight on; only a write that would block parks the remainder on the heap.
 
+use super::signal;
 use super::stream::{BackendStream, ClientStream, Stream};
 use crate::balance::registry::TunnelLease;
 use bytes::Bytes;
@@ -48,7 +49,8 @@ pub enum TunnelEnd {
 
 pub async fn run(mut t: Tunnel) -> TunnelEnd {
     let backend = t.lease.backend().clone();
-    let mut dead = backend.dead_watch();
+    let mut dead = std::pin::pin!(signal::changed(backend.dead_watch()));
+    let mut close = std::pin::pin!(signal::cancelled(&t.close));
     if !t.from_client.is_empty() {
         backend
             .metrics
@@ -73,16 +75,16 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
         (Stream::Plain(c), Stream::Plain(b)) => {
             tokio::select! {
                 end = splice_tcp(c, b, t.idle, &t.lease) => end,
-                _ = dead.changed() => TunnelEnd::BackendDead,
-                _ = t.close.cancelled() => TunnelEnd::Shutdown,
+                _ = &mut dead => TunnelEnd::BackendDead,
+                _ = &mut close => TunnelEnd::Shutdown,
             }
         }
         _ => {
             let idle = t.idle;
             tokio::select! {
                 end = copy_generic(&mut t.client, &mut t.backend, idle, &t.lease) => end,
-                _ = dead.changed() => TunnelEnd::BackendDead,
-                _ = t.close.cancelled() => TunnelEnd::Shutdown,
+                _ = &mut dead => TunnelEnd::BackendDead,
+                _ = &mut close => TunnelEnd::Shutdown,
             }
         }
     };
