@@ -41,11 +41,16 @@ wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 start_bg b1 "$WSB" serve --listen 127.0.0.1:9101 --id b1 --threads 2
 start_bg b2 "$WSB" serve --listen 127.0.0.1:9102 --id b2 --threads 2
 wait_port 9101; wait_port 9102
-cp "$HERE/conf/qlik-lb.toml" "$RUN/qlik-lb.toml"
+# The harness config, where its engines pool finds the simulated engines' certificates; the
+# engines themselves run too, so the health checks behave as in run.sh.
+mkdir -p "$RUN/qlik-lb"
+cp "$HERE/conf/qlik-lb.toml" "$RUN/qlik-lb/qlik-lb.toml"
+start_bg engines "$QLB" sim --nodes 3 --base-port 9301 --cert-dir "$RUN/sim-certs"
+wait_port 9301
 
 perf_pass() {
     command -v perf >/dev/null || { echo "perf not installed (apt-get install -y linux-perf)" >&2; return 0; }
-    start_bg qlik-lb "$QLB" --log-level warn run -c "$RUN/qlik-lb.toml"
+    start_bg qlik-lb "$QLB" --log-level warn run -c "$RUN/qlik-lb/qlik-lb.toml"
     wait_port 8084
     local pid; pid=$(cat "$RUN/pids/qlik-lb.pid")
     wrk -t2 -c"$CONNS" -d2s "$URL" -H 'Cookie: SRV=b1' >/dev/null 2>&1 || true
@@ -70,7 +75,7 @@ perf_pass() {
 callgrind_pass() {
     command -v valgrind >/dev/null || { echo "valgrind not installed" >&2; return 0; }
     start_bg qlik-lb-callgrind valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out" \
-        "$QLB" --log-level warn run -c "$RUN/qlik-lb.toml"
+        "$QLB" --log-level warn run -c "$RUN/qlik-lb/qlik-lb.toml"
     wait_port 8084
     wrk -t1 -c8 -d"${DUR}s" "$URL" -H 'Cookie: SRV=b1' >"$OUT/callgrind-wrk.txt" 2>&1 || true
     stop_one qlik-lb-callgrind    # SIGTERM: graceful exit, callgrind writes its file
@@ -99,7 +104,7 @@ syscalls_pass() {
             haproxy) port=8081; start_bg haproxy haproxy -db -f "$shared/conf/haproxy.cfg" ;;
             nginx) port=8082; mkdir -p "$RUN/nginx-proxy/tmp"
                 start_bg nginx nginx -p "$RUN/nginx-proxy/" -c "$shared/conf/nginx-proxy.conf" -g 'daemon off;' ;;
-            qlik-lb) port=8084; start_bg qlik-lb "$QLB" --log-level warn run -c "$RUN/qlik-lb.toml" ;;
+            qlik-lb) port=8084; start_bg qlik-lb "$QLB" --log-level warn run -c "$RUN/qlik-lb/qlik-lb.toml" ;;
         esac
         wait_port "$port"
         sleep 0.3   # NGINX workers start after the port opens

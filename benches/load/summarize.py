@@ -227,12 +227,7 @@ def lbmodule(out):
         print(f"| qlik-lb prioritize | {callers} | {fmt(r['rps'])} | {fmt(r['p50'], '.3f')} | {fmt(r['p90'], '.3f')} | "
               f"{fmt(r['p99'], '.3f')} | {fmt(r['cpu100k'], '.2f')} | {r['errors']} |")
     print()
-    if not rows:
-        return None
-    callers, r = rows[0]
-    r = dict(r)
-    r["callers"] = callers
-    return r
+    return rows or None
 
 
 def verdict(ok):
@@ -258,9 +253,10 @@ def targets(sticky, ws, hold, rel, lb):
         r = rel["qlik-lb"]
         lines.append(("reload: 0 tunnels lost, 0 HTTP errors", f"{r['lost']} lost, {r['errors']} errors, reload seen: {r['reloaded']}",
                       verdict(r["lost"] == 0 and r["errors"] == 0 and r["reloaded"] == "yes")))
-    lines.append(("LB module p99 < 1 ms", "skipped" if lb is None else
-                  f"{lb['p99']:.3f} ms at {fmt(lb['rps'])} req/s ({lb['callers']} concurrent callers)",
-                  verdict(None if lb is None else lb["p99"] < 1.0)))
+    # Held at every measured load, not only the kindest one.
+    lines.append(("LB module p99 < 1 ms (every caller count)", "skipped" if lb is None else
+                  "; ".join(f"{r['p99']:.3f} ms at {fmt(r['rps'])} req/s ({c} callers)" for c, r in lb),
+                  verdict(None if lb is None else all(r["p99"] < 1.0 for _, r in lb))))
     print("### Targets (qlik-lb, this run)\n")
     print("| target | measured | verdict |")
     print("|---|---|---|")

@@ -130,3 +130,67 @@ impl Acceptor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::{Read, Write};
+
+    #[tokio::test]
+    async fn tasks_are_dealt_to_every_worker_in_turn() {
+        let workers = Workers::start().unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for _ in 0..3 * worker_count() {
+            let tx = tx.clone();
+            workers.spawn(async move {
+                let name = std::thread::current().name().map(str::to_string);
+                tx.send((name, current_slot())).unwrap();
+            });
+        }
+        let mut per_worker: HashMap<usize, usize> = HashMap::new();
+        for _ in 0..3 * worker_count() {
+            let (name, slot) = rx.recv().await.unwrap();
+            assert_eq!(name, Some(format!("qlb-worker-{slot}")));
+            *per_worker.entry(slot).or_default() += 1;
+        }
+        assert_eq!(per_worker.len(), worker_count());
+        assert!(per_worker.values().all(|&n| n == 3), "{per_worker:?}");
+        assert_eq!(current_slot(), 0, "the test's own thread is not a worker");
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_are_non_blocking_and_carry_on_another_runtime() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = Acceptor::new(listener).unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"ping").unwrap();
+            let mut answer = [0u8; 4];
+            c.read_exact(&mut answer).unwrap();
+            answer
+        });
+        let (tcp, peer) = acceptor.accept().await.unwrap();
+        assert_eq!(peer.ip(), addr.ip());
+        // SAFETY: F_GETFL on a socket this test owns.
+        let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&tcp), libc::F_GETFL) };
+        assert_ne!(
+            flags & libc::O_NONBLOCK,
+            0,
+            "a read must never block the worker"
+        );
+        let workers = Workers::start().unwrap();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        workers.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut tcp = tokio::net::TcpStream::from_std(tcp).unwrap();
+            let mut got = [0u8; 4];
+            tcp.read_exact(&mut got).await.unwrap();
+            tcp.write_all(b"pong").await.unwrap();
+            let _ = done_tx.send(got);
+        });
+        assert_eq!(&done_rx.await.unwrap(), b"ping");
+        assert_eq!(&client.join().unwrap(), b"pong");
+    }
+}
