@@ -10,7 +10,7 @@
 # and stopped by that PID. Every load run is bounded (DUR <= 15 s).
 #
 # usage: benches/load/run.sh [all|build|stop]
-# env:   DUR=8 REPS=3 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000 LBM_CONNS="2 8"
+# env:   DUR=8 REPS=5 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000 LBM_CONNS="1 2 8"
 #        PROXIES="haproxy nginx qlik-lb" RUN=/tmp/qlik-lb-load OUT=benches/load/results/<stamp>
 #        QLB_BIN=<a qlik-lb binary to measure instead of building this checkout>
 set -euo pipefail
@@ -21,13 +21,13 @@ SHARED_BENCH=${SHARED_BENCH:-$ROOT/../shared/bench}
 FIXTURES=${FIXTURES:-$ROOT/../shared/qlik/fixtures}
 export RUN=${RUN:-${TMPDIR:-/tmp}/qlik-lb-load}
 DUR=${DUR:-8}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 CONNS=${CONNS:-64}
 WS_CONNS=${WS_CONNS:-64}
 HOLD_N=${HOLD_N:-8000}
 HOLD_SECS=${HOLD_SECS:-8}
 RELOAD_N=${RELOAD_N:-1000}
-LBM_CONNS=${LBM_CONNS:-"2 8"}
+LBM_CONNS=${LBM_CONNS:-"1 2 8"}
 SIM_BASE=9301
 PROXIES=${PROXIES:-"haproxy nginx qlik-lb"}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
@@ -213,12 +213,14 @@ sanity() { # how each proxy pins a client; fails the run if a cookie does not pi
 
 # ------------------------------------------------------------------ load runs
 wrk_once() { # label proxy rep url [wrk args...] -> http/<label>.<rep>.txt and .cpu
+    local conns=${WRK_CONNS:-$CONNS} threads=2
+    [ "$conns" -lt 2 ] && threads=1    # wrk needs at least one connection per thread
     local label=$1 proxy=$2 rep=$3 url=$4; shift 4
     local pid="" before=0 after=0 b_before b_after
     [ "$proxy" != direct ] && pid=$(pid_of "$proxy") && before=$(cpu_ticks "$pid")
     b_before=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
     local TIMEFORMAT='%U %S' client
-    client=$( { time wrk -t2 -c"${WRK_CONNS:-$CONNS}" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true; } 2>&1 )
+    client=$( { time wrk -t"$threads" -c"$conns" -d"${DUR}s" --timeout 5s --latency "$@" "$url" >"$OUT/http/$label.$rep.txt" 2>&1 || true; } 2>&1 )
     [ -n "$pid" ] && after=$(cpu_ticks "$pid")
     b_after=$(( $(cpu_ticks "$(pid_of b1)") + $(cpu_ticks "$(pid_of b2)") ))
     # The backends' CPU shows what a proxy's way of writing costs the other side.
