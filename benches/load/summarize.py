@@ -255,7 +255,7 @@ def targets(sticky, ws, hold, rel, lb):
                       verdict(r["lost"] == 0 and r["errors"] == 0 and r["reloaded"] == "yes")))
     # Held at every measured load, not only the kindest one.
     lines.append(("LB module p99 < 1 ms (every caller count)", "skipped" if lb is None else
-                  "; ".join(f"{r['p99']:.3f} ms at {fmt(r['rps'])} req/s ({c} callers)" for c, r in lb),
+                  "; ".join(f"{r['p99']:.3f} ms at {fmt(r['rps'])} req/s ({c} caller{'' if c == 1 else 's'})" for c, r in lb),
                   verdict(None if lb is None else all(r["p99"] < 1.0 for _, r in lb))))
     print("### Targets (qlik-lb, this run)\n")
     print("| target | measured | verdict |")
