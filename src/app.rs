@@ -343,7 +343,7 @@ async fn shutdown_in_order(lifecycle: &Lifecycle, grace: Duration, runtime: &Sha
 
 /// The instance's own runtime: accepting, admin, health checks, license jobs, reloads. Proxied
 /// connections run on the per-core workers (`proxy::workers`), so one thread is enough here.
-pub fn proxy_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub fn instance_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -376,7 +376,7 @@ pub fn run_from_file(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match proxy_runtime() {
+    let rt = match instance_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("qlik-lb run: cannot start the async runtime: {e}");

@@ -202,7 +202,7 @@ audit_log = "{audit}"
 }
 
 pub fn run(args: DemoArgs) -> ExitCode {
-    let rt = match crate::app::proxy_runtime() {
+    let rt = match crate::app::instance_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("qlik-lb demo: cannot start the async runtime: {e}");

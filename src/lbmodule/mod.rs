@@ -12,6 +12,7 @@ pub use engines::{host_port, match_backend, match_engines, Matched, RecentFirsts
 pub use rank::{rank, EngineState};
 pub use request::{BadRequest, Prioritize};
 
+use crate::proxy::signal;
 use crate::proxy::workers::{Acceptor, Workers};
 use crate::runtime::{Shared, SharedRuntime};
 use bytes::Bytes;
@@ -112,9 +113,11 @@ where
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(io, service);
     tokio::pin!(conn);
+    // Polled on every request of the connection: read shutdown from its flag (proxy::signal).
+    let mut stop = signal::cancelled(&shutdown);
     tokio::select! {
         _ = conn.as_mut() => {}
-        _ = shutdown.cancelled() => {
+        _ = &mut stop => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }
