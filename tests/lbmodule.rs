@@ -197,6 +197,43 @@ async fn the_fixture_request_gets_the_fixture_response() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_an_idle_keep_alive_connection_and_serve_returns() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = Module::fixture_site().await;
+    let body = fixture("prioritize-request.json");
+    let mut tcp = tokio::net::TcpStream::connect(m.addr).await.unwrap();
+    let request = format!(
+        "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    timeout(LIMIT, async {
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&answer).contains("\"QlikSenseEngines\"") {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "closed before answering");
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the module answers in time");
+    assert!(answer.starts_with(b"HTTP/1.1 200 "));
+    // The connection is idle and kept alive: shutdown must close it, not the module's own idle
+    // timeout (HEADER_TIMEOUT) and not the client.
+    let before_idle_close = qlik_lb::lbmodule::HEADER_TIMEOUT / 2;
+    timeout(before_idle_close, m.stop())
+        .await
+        .expect("shutdown reaches the idle connection");
+    let mut rest = [0u8; 64];
+    let n = timeout(before_idle_close, tcp.read(&mut rest))
+        .await
+        .expect("closed at shutdown")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the module closes the idle connection at shutdown");
+}
+
+#[tokio::test]
 async fn everything_but_the_engine_order_comes_back_byte_for_byte() {
     let m = Module::fixture_site().await;
     m.sample("engine1", 70.0, false, &[]);

@@ -29,7 +29,8 @@ use tokio_util::task::TaskTracker;
 
 /// Largest prioritize body accepted (a few hundred engines fit in a few KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection must send its next request head within this, or is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
