@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::backend::TestBackend;
 use support::{frontdoor_config, raw, start, within};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -129,7 +129,17 @@ async fn sigterm_finishes_work_and_exits_before_the_grace() {
             .write_all(b"POST /sink HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
             .await
             .unwrap();
-        support::eventually(5, || backend.request_count() >= 4).await;
+        // A keep-alive client between requests.
+        let mut idle = TcpStream::connect(front).await.unwrap();
+        let mut idle_buf = Vec::new();
+        let first = raw::exchange(
+            &mut idle,
+            &mut idle_buf,
+            b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .await;
+        assert_eq!(first.status, 200);
+        support::eventually(5, || backend.request_count() >= 5).await;
 
         sigterm(&running.0);
         // Stop accepting: new connections are refused once the listener is closed.
@@ -138,6 +148,12 @@ async fn sigterm_finishes_work_and_exits_before_the_grace() {
             assert!(Instant::now() < deadline, "still accepting after SIGTERM");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // The idle keep-alive connection is closed at once, not after keepalive_timeout (300 s by default).
+        let mut rest = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut rest))
+            .await
+            .expect("the idle keep-alive connection is closed at SIGTERM");
+        assert_eq!(read.unwrap_or(0), 0);
         // The in-flight upload completes, and the tunnels still carry messages in the grace.
         upload.write_all(b"world").await.unwrap();
         let mut buf = Vec::new();
