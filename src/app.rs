@@ -315,7 +315,7 @@ fn listener_specs(
 /// in-flight requests and open tunnels; after `grace` close the tunnels; then give requests still
 /// running up to the longest response timeout to end.
 async fn shutdown_in_order(lifecycle: &Lifecycle, grace: Duration, runtime: &SharedRuntime) {
-    lifecycle.stop.cancel();
+    lifecycle.begin_shutdown();
     lifecycle.tracker.close();
     if tokio::time::timeout(grace, lifecycle.tracker.wait())
         .await

@@ -100,7 +100,7 @@ pub fn status(ctx: &AdminCtx) -> Value {
 /// up, and the instance is not shutting down; otherwise the reasons.
 pub fn readiness(ctx: &AdminCtx) -> Result<(), Vec<String>> {
     let mut reasons = Vec::new();
-    if ctx.lifecycle.stop.is_cancelled() {
+    if ctx.lifecycle.is_stopping() {
         reasons.push("shutting down".to_string());
     }
     let rt = ctx.runtime.load();

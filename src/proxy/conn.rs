@@ -114,7 +114,7 @@ pub async fn serve(
                 return;
             }
         }
-        if ctx.lifecycle.stop.is_cancelled() {
+        if ctx.lifecycle.is_stopping() {
             break;
         }
     }

@@ -227,7 +227,7 @@ pub(super) async fn exchange(
     let close_client = head.close
         || !body.sent
         || resp.framing == Framing::UntilClose
-        || ctx.lifecycle.stop.is_cancelled();
+        || ctx.lifecycle.is_stopping();
     client_response(&resp, set_cookie, close_client, &mut head_out);
     let body_inline = inline_small_body(&mut up.buf, resp.framing, &mut head_out);
     if conn.io.write_all(&head_out).await.is_err() {

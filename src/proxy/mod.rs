@@ -22,6 +22,7 @@ pub mod upstream;
 pub mod workers;
 
 use crate::runtime::{Shared, SharedRuntime};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,6 +32,8 @@ pub struct Lifecycle {
     pub tracker: TaskTracker,
     /// Stop accepting and close idle keep-alive connections.
     pub stop: CancellationToken,
+    /// `stop` as a plain flag: asking the token takes its lock, shared by every connection.
+    stopping: AtomicBool,
     /// Close open WebSocket tunnels (after the shutdown grace).
     pub close_tunnels: CancellationToken,
 }
@@ -40,8 +43,19 @@ impl Lifecycle {
         Arc::new(Lifecycle {
             tracker: TaskTracker::new(),
             stop: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
             close_tunnels: CancellationToken::new(),
         })
+    }
+
+    /// Stop accepting; connections close once their current request is answered.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.cancel();
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 

@@ -1,34 +1,40 @@
 //! Waiting on a shared signal (shutdown, a backend marked dead) from a loop that wakes on every
 //! request or WebSocket frame.
 //!
-//! tokio's waiting `Notified` takes its notifier's lock on every poll, and that notifier is
-//! shared by every connection on every worker thread: polled in the hot loop, it turned into a
-//! lock bounced between cores once or twice per request. A `Signal` polls the real future only
-//! until it holds the task's waker, then answers from an atomic flag.
+//! Polling a waiting tokio `Notified` takes its notifier's lock, and so does asking a
+//! `CancellationToken` whether it is cancelled; those notifiers are shared by every connection on
+//! every worker thread, so in the hot loop they became a lock bounced between cores once or twice
+//! per request. A `Signal` polls the real future only until it has registered a waker of its own,
+//! which raises a flag no other connection touches before waking the task; later polls read that
+//! flag.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::watch;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 pub struct Signal<F> {
     wait: Pin<Box<F>>,
-    probe: Probe,
-    registered: Option<Waker>,
+    armed: Option<Arc<Flag>>,
 }
 
-enum Probe {
-    Token(CancellationToken),
-    Watch(watch::Receiver<u64>),
+/// The waker the notifier holds: raises the flag, then wakes the waiting task.
+struct Flag {
+    raised: AtomicBool,
+    task: Waker,
 }
 
-impl Probe {
-    fn fired(&self) -> bool {
-        match self {
-            Probe::Token(t) => t.is_cancelled(),
-            Probe::Watch(rx) => rx.has_changed().unwrap_or(true),
-        }
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.raised.store(true, Ordering::Release);
+        self.task.wake_by_ref();
     }
 }
 
@@ -36,23 +42,19 @@ impl Probe {
 pub fn cancelled(token: &CancellationToken) -> Signal<WaitForCancellationFutureOwned> {
     Signal {
         wait: Box::pin(token.clone().cancelled_owned()),
-        probe: Probe::Token(token.clone()),
-        registered: None,
+        armed: None,
     }
 }
 
 /// Ready once `rx`'s value changes after now, or its sender is gone.
 pub fn changed(
-    rx: watch::Receiver<u64>,
+    mut rx: watch::Receiver<u64>,
 ) -> Signal<impl Future<Output = ()> + Send + Sync + 'static> {
-    let probe = Probe::Watch(rx.clone());
-    let mut rx = rx;
     Signal {
         wait: Box::pin(async move {
             let _ = rx.changed().await;
         }),
-        probe,
-        registered: None,
+        armed: None,
     }
 }
 
@@ -60,18 +62,25 @@ impl<F: Future> Future for Signal<F> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.probe.fired() {
-            return Poll::Ready(());
+        if let Some(flag) = &self.armed {
+            if !flag.raised.load(Ordering::Acquire) && flag.task.will_wake(cx.waker()) {
+                return Poll::Pending;
+            }
         }
-        if self
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return Poll::Pending;
+        // First poll, a notification, or another task's waker: ask the real future, through a
+        // fresh flag.
+        let flag = Arc::new(Flag {
+            raised: AtomicBool::new(false),
+            task: cx.waker().clone(),
+        });
+        let waker = Waker::from(flag.clone());
+        match self.wait.as_mut().poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(_) => Poll::Ready(()),
+            Poll::Pending => {
+                self.armed = Some(flag);
+                Poll::Pending
+            }
         }
-        self.registered = Some(cx.waker().clone());
-        self.wait.as_mut().poll(cx).map(|_| ())
     }
 }
 
