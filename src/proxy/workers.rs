@@ -102,14 +102,15 @@ impl Drop for Workers {
 }
 
 /// A listening socket polled on the instance's runtime whose accepted sockets are not tied to
-/// it, so a worker can register them with its own runtime.
+/// it, so a worker can register them with its own runtime. mio accepts with `accept4`, so a
+/// socket comes out non-blocking without a second system call.
 pub struct Acceptor {
-    fd: AsyncFd<std::net::TcpListener>,
+    fd: AsyncFd<mio::net::TcpListener>,
 }
 
 impl Acceptor {
     pub fn new(listener: tokio::net::TcpListener) -> std::io::Result<Acceptor> {
-        let listener = listener.into_std()?;
+        let listener = mio::net::TcpListener::from_std(listener.into_std()?);
         // SAFETY: the listener owns its descriptor and is moved into the AsyncFd, which keeps it
         // open, unchanged, until the registration is dropped.
         let fd = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
@@ -123,9 +124,8 @@ impl Acceptor {
             let mut ready = self.fd.readable().await?;
             if let Ok(accepted) = ready.try_io(|l| l.get_ref().accept()) {
                 let (tcp, peer) = accepted?;
-                tcp.set_nonblocking(true)?;
                 let _ = tcp.set_nodelay(true);
-                return Ok((tcp, peer));
+                return Ok((tcp.into(), peer));
             }
         }
     }
