@@ -11,6 +11,7 @@ pub mod admin;
 pub mod app;
 pub mod balance;
 pub mod config;
+pub mod conn_limit;
 pub mod control;
 pub mod demo;
 pub mod lbmodule;

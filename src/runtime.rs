@@ -4,6 +4,7 @@
 use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::{Pool, Registry};
 use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig};
+use crate::conn_limit::ConnLimit;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -14,6 +15,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
     learned: Mutex<HashMap<String, Arc<LearnedSessions>>>,
+    /// Open client connections per frontend name, across reloads and re-bound listeners.
+    conn_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
 }
 
 impl Shared {
@@ -22,7 +25,29 @@ impl Shared {
             registry: Registry::new(metrics.clone()),
             metrics,
             learned: Mutex::new(HashMap::new()),
+            conn_limits: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn conn_limit(&self, frontend: &str) -> Arc<ConnLimit> {
+        self.conn_limits
+            .lock()
+            .expect("connection limits lock")
+            .entry(frontend.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// After a new config is swapped in: acceptors waiting on a full frontend read its limit again.
+    pub fn limits_changed(&self) {
+        for limit in self
+            .conn_limits
+            .lock()
+            .expect("connection limits lock")
+            .values()
+        {
+            limit.wake();
+        }
     }
 
     fn learned_for(&self, pool: &str) -> Arc<LearnedSessions> {

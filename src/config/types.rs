@@ -63,6 +63,8 @@ pub struct FrontendConfig {
     pub keepalive_timeout: Dur,
     #[serde(default = "default_tunnel_idle_timeout")]
     pub tunnel_idle_timeout: Dur,
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: Dur,
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     #[serde(default = "default_max_connections")]
@@ -358,6 +360,9 @@ fn default_header_timeout() -> Dur {
 }
 fn default_keepalive_timeout() -> Dur {
     Dur::secs(300)
+}
+fn default_send_timeout() -> Dur {
+    Dur::secs(60)
 }
 fn default_tunnel_idle_timeout() -> Dur {
     Dur::secs(3600)

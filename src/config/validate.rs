@@ -95,6 +95,7 @@ pub fn validate(
             ("header_timeout", fe.header_timeout),
             ("keepalive_timeout", fe.keepalive_timeout),
             ("tunnel_idle_timeout", fe.tunnel_idle_timeout),
+            ("send_timeout", fe.send_timeout),
         ] {
             if d.get().is_zero() {
                 r.err(&at(&base, &[k(what)]), "must be longer than 0s");

@@ -18,19 +18,34 @@ pub enum BodyError {
     Truncated,
     #[error("writing the body failed: {0}")]
     Write(std::io::Error),
+    #[error("the receiver took no bytes for {0:?}")]
+    Stalled(Duration),
     #[error("invalid chunked encoding: {0}")]
     BadChunk(&'static str),
     #[error("no body bytes for {0:?}")]
     Idle(Duration),
 }
 
+/// Where a chunked body is. The chunk-size line is read to RFC 9112 §7.1.1 exactly:
+/// `chunk-size *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ) CRLF`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
     Size {
         value: u64,
         digits: u8,
-        in_ext: bool,
     },
+    /// Whitespace after the size or an extension: only `;` (or `=` after a name) may follow.
+    Bws {
+        after_name: bool,
+    },
+    ExtNameStart,
+    ExtName,
+    ExtValueStart,
+    ExtToken,
+    Quoted,
+    QuotedEscape,
+    /// Just after a closing quote.
+    QuotedEnd,
     SizeLf {
         value: u64,
     },
@@ -49,98 +64,180 @@ enum Chunk {
 const SIZE_START: Chunk = Chunk::Size {
     value: 0,
     digits: 0,
-    in_ext: false,
 };
+
+/// Longest chunk-size line (size and extensions) accepted; real clients send a few bytes.
+const MAX_SIZE_LINE: u16 = 4096;
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// How much of the bytes given to `ChunkedScanner::scan` belong to the body and how much of it
+/// is forwarded (all of it, except a trailer section that is dropped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    pub consumed: usize,
+    pub forward: usize,
+}
 
 /// Tracks where a chunked body ends, validating as it goes.
 #[derive(Debug, Clone, Copy)]
-pub struct ChunkedScanner(Chunk);
-
-impl Default for ChunkedScanner {
-    fn default() -> Self {
-        ChunkedScanner(SIZE_START)
-    }
+pub struct ChunkedScanner {
+    state: Chunk,
+    /// The size of the chunk whose extensions are being read.
+    size: u64,
+    size_line: u16,
+    /// Request trailers never reach a backend (§3.1): the proxy reads what a backend might
+    /// merge into the head, so they are consumed and an empty trailer section is sent instead.
+    drop_trailers: bool,
 }
 
 impl ChunkedScanner {
-    pub fn is_done(&self) -> bool {
-        self.0 == Chunk::Done
+    pub fn new(drop_trailers: bool) -> ChunkedScanner {
+        ChunkedScanner {
+            state: SIZE_START,
+            size: 0,
+            size_line: 0,
+            drop_trailers,
+        }
     }
 
-    /// Consumes bytes of the body; returns how many belong to it (fewer than `bytes.len()` only
-    /// when the body ended inside `bytes`).
-    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, BodyError> {
+    pub fn is_done(&self) -> bool {
+        self.state == Chunk::Done
+    }
+
+    fn in_trailer(&self) -> bool {
+        matches!(
+            self.state,
+            Chunk::Trailer { .. } | Chunk::TrailerLf { .. } | Chunk::Done
+        )
+    }
+
+    /// Consumes bytes of the body; `consumed` is fewer than `bytes.len()` only when the body
+    /// ended inside `bytes`.
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<Scanned, BodyError> {
+        let dropping = |s: &ChunkedScanner| s.drop_trailers && s.in_trailer();
+        let mut forward = if dropping(self) { Some(0) } else { None };
         let mut i = 0;
         while i < bytes.len() {
-            if let Chunk::Data(n) = self.0 {
+            if let Chunk::Data(n) = self.state {
                 let take = (n as usize).min(bytes.len() - i);
                 i += take;
                 let left = n - take as u64;
-                self.0 = if left == 0 {
+                self.state = if left == 0 {
                     Chunk::DataCr
                 } else {
                     Chunk::Data(left)
                 };
                 continue;
             }
-            let b = bytes[i];
-            self.0 = match self.0 {
-                Chunk::Done => return Ok(i),
-                Chunk::Data(_) => unreachable!("handled above"),
-                Chunk::Size {
-                    value,
-                    digits,
-                    in_ext,
-                } => match b {
-                    _ if !in_ext && b.is_ascii_hexdigit() => {
-                        if digits >= 15 {
-                            return Err(BodyError::BadChunk("chunk size too large"));
-                        }
-                        let d = (b as char).to_digit(16).expect("hex digit") as u64;
-                        Chunk::Size {
-                            value: value * 16 + d,
-                            digits: digits + 1,
-                            in_ext,
-                        }
-                    }
-                    b'\r' if digits > 0 => Chunk::SizeLf { value },
-                    // Extensions and whitespace after the size are allowed and passed on as sent.
-                    b';' | b' ' | b'\t' if digits > 0 => Chunk::Size {
-                        value,
-                        digits,
-                        in_ext: true,
-                    },
-                    _ if in_ext && b != b'\n' => Chunk::Size {
-                        value,
-                        digits,
-                        in_ext,
-                    },
-                    _ => return Err(BodyError::BadChunk("bad chunk size line")),
-                },
-                Chunk::SizeLf { value } => match (b, value) {
-                    (b'\n', 0) => Chunk::Trailer { empty_line: true },
-                    (b'\n', n) => Chunk::Data(n),
-                    _ => return Err(BodyError::BadChunk("chunk size line without LF")),
-                },
-                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                Chunk::DataLf if b == b'\n' => SIZE_START,
-                Chunk::DataCr | Chunk::DataLf => {
-                    return Err(BodyError::BadChunk("chunk data not followed by CRLF"))
-                }
-                Chunk::Trailer { empty_line } => match b {
-                    b'\r' => Chunk::TrailerLf { empty_line },
-                    b'\n' => return Err(BodyError::BadChunk("bare LF in trailer")),
-                    _ => Chunk::Trailer { empty_line: false },
-                },
-                Chunk::TrailerLf { empty_line } => match (b, empty_line) {
-                    (b'\n', true) => Chunk::Done,
-                    (b'\n', false) => Chunk::Trailer { empty_line: true },
-                    _ => return Err(BodyError::BadChunk("trailer line without LF")),
-                },
-            };
+            if self.state == Chunk::Done {
+                break;
+            }
+            self.state = self.step(bytes[i])?;
             i += 1;
+            if forward.is_none() && dropping(self) {
+                forward = Some(i);
+            }
         }
-        Ok(i)
+        Ok(Scanned {
+            consumed: i,
+            forward: forward.unwrap_or(i),
+        })
+    }
+
+    fn step(&mut self, b: u8) -> Result<Chunk, BodyError> {
+        let bad = |why| Err(BodyError::BadChunk(why));
+        if matches!(
+            self.state,
+            Chunk::Size { .. }
+                | Chunk::Bws { .. }
+                | Chunk::ExtNameStart
+                | Chunk::ExtName
+                | Chunk::ExtValueStart
+                | Chunk::ExtToken
+                | Chunk::Quoted
+                | Chunk::QuotedEscape
+                | Chunk::QuotedEnd
+        ) {
+            self.size_line += 1;
+            if self.size_line > MAX_SIZE_LINE {
+                return bad("chunk size line too long");
+            }
+        }
+        let next = match (self.state, b) {
+            (Chunk::Size { value, digits }, _) if b.is_ascii_hexdigit() => {
+                if digits >= 15 {
+                    return bad("chunk size too large");
+                }
+                let d = (b as char).to_digit(16).expect("hex digit") as u64;
+                Chunk::Size {
+                    value: value * 16 + d,
+                    digits: digits + 1,
+                }
+            }
+            (Chunk::Size { digits: 0, .. }, _) => return bad("chunk size is not hex"),
+            (Chunk::Size { value, .. }, b'\r') => Chunk::SizeLf { value },
+            (Chunk::Size { .. } | Chunk::ExtToken | Chunk::QuotedEnd, b';') => Chunk::ExtNameStart,
+            (Chunk::Size { .. } | Chunk::ExtToken | Chunk::QuotedEnd, _) if is_ws(b) => {
+                Chunk::Bws { after_name: false }
+            }
+            (Chunk::Bws { .. }, _) if is_ws(b) => self.state,
+            (Chunk::Bws { .. }, b';') => Chunk::ExtNameStart,
+            (Chunk::Bws { after_name: true }, b'=') => Chunk::ExtValueStart,
+            (Chunk::ExtNameStart, _) if is_ws(b) => Chunk::ExtNameStart,
+            (Chunk::ExtNameStart | Chunk::ExtName, _) if is_tchar(b) => Chunk::ExtName,
+            (Chunk::ExtName, b';') => Chunk::ExtNameStart,
+            (Chunk::ExtName, b'=') => Chunk::ExtValueStart,
+            (Chunk::ExtName, _) if is_ws(b) => Chunk::Bws { after_name: true },
+            (Chunk::ExtValueStart, _) if is_ws(b) => Chunk::ExtValueStart,
+            (Chunk::ExtValueStart | Chunk::ExtToken, _) if is_tchar(b) => Chunk::ExtToken,
+            (Chunk::ExtValueStart, b'"') => Chunk::Quoted,
+            (Chunk::Quoted, b'"') => Chunk::QuotedEnd,
+            (Chunk::Quoted, b'\\') => Chunk::QuotedEscape,
+            (Chunk::Quoted, _)
+                if b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80 =>
+            {
+                Chunk::Quoted
+            }
+            (Chunk::QuotedEscape, _) if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => {
+                Chunk::Quoted
+            }
+            (Chunk::ExtName | Chunk::ExtToken | Chunk::QuotedEnd, b'\r') => {
+                // The size was read when the first extension began.
+                Chunk::SizeLf { value: self.size }
+            }
+            (Chunk::SizeLf { value }, b'\n') => {
+                self.size_line = 0;
+                if value == 0 {
+                    Chunk::Trailer { empty_line: true }
+                } else {
+                    Chunk::Data(value)
+                }
+            }
+            (Chunk::SizeLf { .. }, _) => return bad("chunk size line without LF"),
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => SIZE_START,
+            (Chunk::DataCr | Chunk::DataLf, _) => return bad("chunk data not followed by CRLF"),
+            (Chunk::Trailer { empty_line }, b'\r') => Chunk::TrailerLf { empty_line },
+            (Chunk::Trailer { .. }, b'\n') => return bad("bare LF in trailer"),
+            (Chunk::Trailer { .. }, _) => Chunk::Trailer { empty_line: false },
+            (Chunk::TrailerLf { empty_line: true }, b'\n') => Chunk::Done,
+            (Chunk::TrailerLf { empty_line: false }, b'\n') => Chunk::Trailer { empty_line: true },
+            (Chunk::TrailerLf { .. }, _) => return bad("trailer line without LF"),
+            _ => return bad("bad chunk size line"),
+        };
+        if let (Chunk::Size { value, .. }, Chunk::ExtNameStart | Chunk::Bws { .. }) =
+            (self.state, next)
+        {
+            self.size = value;
+        }
+        Ok(next)
     }
 }
 
@@ -160,43 +257,100 @@ pub fn inline_small_body(buf: &mut BytesMut, framing: Framing, out: &mut BytesMu
     }
 }
 
+/// How one body moves.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyCopy {
+    pub framing: Framing,
+    /// Longest wait for the sender's next bytes.
+    pub idle: Duration,
+    /// Longest wait for the receiver to take bytes (`send_timeout`).
+    pub send_timeout: Duration,
+    /// A request body: its trailer section is dropped.
+    pub request: bool,
+}
+
+/// Checks the body bytes that arrived with a head before the head is forwarded, so that a bad
+/// chunk in the first packet is refused with nothing sent (§3.1).
+pub fn check_buffered(framing: Framing, buf: &[u8]) -> Result<(), BodyError> {
+    if framing == Framing::Chunked {
+        ChunkedScanner::new(true).scan(buf)?;
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes`, failing when the receiver takes none of them for `send_timeout`
+/// (a write of at most one read buffer: no progress for that long is a stalled receiver).
+pub async fn write_within<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    bytes: &[u8],
+    send_timeout: Duration,
+) -> Result<(), BodyError> {
+    let write = async {
+        dst.write_all(bytes).await?;
+        dst.flush().await
+    };
+    match tokio::time::timeout(send_timeout, write).await {
+        Ok(r) => r.map_err(BodyError::Write),
+        Err(_) => Err(BodyError::Stalled(send_timeout)),
+    }
+}
+
+/// Closes the write side (a TLS close_notify included), giving up after `send_timeout`.
+pub async fn close_within<W: AsyncWrite + Unpin>(dst: &mut W, send_timeout: Duration) {
+    let _ = tokio::time::timeout(send_timeout, dst.shutdown()).await;
+}
+
+async fn flush_within<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    send_timeout: Duration,
+) -> Result<(), BodyError> {
+    match tokio::time::timeout(send_timeout, dst.flush()).await {
+        Ok(r) => r.map_err(BodyError::Write),
+        Err(_) => Err(BodyError::Stalled(send_timeout)),
+    }
+}
+
 /// Copies one body from `src` (with bytes already read into `buf`) to `dst`. On return `buf`
 /// holds only bytes after the body (a pipelined next message). Returns the bytes copied.
 pub async fn copy_body<R, W>(
     src: &mut R,
     buf: &mut BytesMut,
     dst: &mut W,
-    framing: Framing,
-    idle: Duration,
+    how: BodyCopy,
 ) -> Result<u64, BodyError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut copied = 0u64;
-    let mut remaining = match framing {
+    let mut remaining = match how.framing {
         Framing::Empty => return Ok(0),
         Framing::Length(n) => Some(n),
         Framing::Chunked | Framing::UntilClose => None,
     };
-    let mut chunked = (framing == Framing::Chunked).then(ChunkedScanner::default);
+    let mut chunked = (how.framing == Framing::Chunked).then(|| ChunkedScanner::new(how.request));
     loop {
         if !buf.is_empty() {
-            let take = match (&mut remaining, &mut chunked) {
-                (Some(n), _) => (*n).min(buf.len() as u64) as usize,
-                (None, Some(scanner)) => scanner.scan(buf)?,
-                (None, None) => buf.len(),
-            };
-            if take > 0 {
-                dst.write_all(&buf[..take])
-                    .await
-                    .map_err(BodyError::Write)?;
-                buf.advance(take);
-                copied += take as u64;
-                if let Some(n) = &mut remaining {
+            let Scanned { consumed, forward } = match (&mut remaining, &mut chunked) {
+                (Some(n), _) => {
+                    let take = (*n).min(buf.len() as u64) as usize;
                     *n -= take as u64;
+                    Scanned {
+                        consumed: take,
+                        forward: take,
+                    }
                 }
+                (None, Some(scanner)) => scanner.scan(buf)?,
+                (None, None) => Scanned {
+                    consumed: buf.len(),
+                    forward: buf.len(),
+                },
+            };
+            if forward > 0 {
+                write_within(dst, &buf[..forward], how.send_timeout).await?;
+                copied += forward as u64;
             }
+            buf.advance(consumed);
         }
         let done = match (&remaining, &chunked) {
             (Some(n), _) => *n == 0,
@@ -204,7 +358,11 @@ where
             (None, None) => false,
         };
         if done {
-            dst.flush().await.map_err(BodyError::Write)?;
+            if how.request && how.framing == Framing::Chunked {
+                // The empty trailer section in place of the dropped one.
+                write_within(dst, b"\r\n", how.send_timeout).await?;
+            }
+            flush_within(dst, how.send_timeout).await?;
             return Ok(copied);
         }
         if buf.is_empty() {
@@ -212,13 +370,13 @@ where
             buf.clear();
         }
         buf.reserve(READ_CHUNK);
-        let n = tokio::time::timeout(idle, src.read_buf(buf))
+        let n = tokio::time::timeout(how.idle, src.read_buf(buf))
             .await
-            .map_err(|_| BodyError::Idle(idle))?
+            .map_err(|_| BodyError::Idle(how.idle))?
             .map_err(BodyError::Read)?;
         if n == 0 {
-            if framing == Framing::UntilClose {
-                dst.flush().await.map_err(BodyError::Write)?;
+            if how.framing == Framing::UntilClose {
+                flush_within(dst, how.send_timeout).await?;
                 return Ok(copied);
             }
             return Err(BodyError::Truncated);
@@ -231,8 +389,8 @@ mod tests {
     use super::*;
 
     fn scan_all(input: &[u8]) -> Result<(usize, bool), BodyError> {
-        let mut s = ChunkedScanner::default();
-        let n = s.scan(input)?;
+        let mut s = ChunkedScanner::new(false);
+        let n = s.scan(input)?.consumed;
         Ok((n, s.is_done()))
     }
 
@@ -244,32 +402,66 @@ mod tests {
 
     #[test]
     fn extensions_and_trailers_pass() {
-        let body = b"5;name=v\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
-        assert_eq!(scan_all(body).unwrap(), (body.len(), true));
+        for body in [
+            &b"5;name=v\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"[..],
+            b"5 ; a ; b = \"q \\\" d\" ;c=tok\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(scan_all(body).unwrap(), (body.len(), true), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn request_trailers_are_not_forwarded() {
+        let body = b"5\r\nhello\r\n0;x=1\r\nX-Qlik-User: a\r\n\r\nNEXT";
+        let mut s = ChunkedScanner::new(true);
+        let r = s.scan(body).unwrap();
+        assert!(s.is_done());
+        assert_eq!(r.consumed, body.len() - 4);
+        assert_eq!(&body[..r.forward], b"5\r\nhello\r\n0;x=1\r\n");
+        // Split anywhere, the forwarded bytes are the same.
+        for cut in 1..body.len() - 4 {
+            let mut s = ChunkedScanner::new(true);
+            let a = s.scan(&body[..cut]).unwrap();
+            let b = s.scan(&body[cut..]).unwrap();
+            let mut fwd = body[..a.forward].to_vec();
+            fwd.extend_from_slice(&body[cut..cut + b.forward]);
+            assert_eq!(fwd, b"5\r\nhello\r\n0;x=1\r\n", "cut at {cut}");
+        }
     }
 
     #[test]
     fn byte_by_byte_equals_all_at_once() {
-        let body = b"a\r\n0123456789\r\n1\r\nx\r\n0\r\n\r\n";
-        let mut s = ChunkedScanner::default();
+        let body = b"a;e=\"1\"\r\n0123456789\r\n1\r\nx\r\n0\r\n\r\n";
+        let mut s = ChunkedScanner::new(false);
         for b in body.iter() {
-            assert_eq!(s.scan(std::slice::from_ref(b)).unwrap(), 1);
+            assert_eq!(s.scan(std::slice::from_ref(b)).unwrap().consumed, 1);
         }
         assert!(s.is_done());
     }
 
     #[test]
-    fn bad_sizes_are_refused() {
+    fn bad_sizes_and_extensions_are_refused() {
         for bad in [
             &b"zz\r\n"[..],
             b"\r\n",
             b"-1\r\n",
             b"1234567890abcdef0\r\n",
             b"5\nhello",
+            b"5 \r\nhello",
+            b"5;\r\nhello",
+            b"5;a b\r\n",
+            b"5;a=\r\n",
+            b"5;a=\"x\r\n",
+            b"5;a=b c\r\n",
+            b"5;a@b\r\n",
+            b"5\r\x0bhello",
+            b"0x5\r\n",
         ] {
             assert!(scan_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         assert!(scan_all(b"3\r\nabcX").is_err(), "data longer than its size");
+        let long = [b"5;".as_slice(), &[b'a'; 5000]].concat();
+        assert!(scan_all(&long).is_err(), "an endless extension");
     }
 
     #[tokio::test]
@@ -281,19 +473,33 @@ mod tests {
             a
         });
         let mut out = Vec::new();
-        let n = copy_body(
-            &mut b,
-            &mut buf,
-            &mut out,
-            Framing::Length(11),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap();
+        let how = BodyCopy {
+            framing: Framing::Length(11),
+            idle: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(5),
+            request: true,
+        };
+        let n = copy_body(&mut b, &mut buf, &mut out, how).await.unwrap();
         let _a = writer.await.unwrap();
         assert_eq!(n, 11);
         assert_eq!(out, b"hello world");
         // Whatever arrived past the body stays for the next message.
         assert!(b" NEXT".starts_with(&buf[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_receiver_that_takes_nothing_is_given_up_after_send_timeout() {
+        let (mut src_w, mut src) = tokio::io::duplex(1024);
+        let (_dst_r, mut dst) = tokio::io::duplex(16);
+        src_w.write_all(&[b'x'; 1000]).await.unwrap();
+        let mut buf = BytesMut::new();
+        let how = BodyCopy {
+            framing: Framing::Length(1000),
+            idle: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(2),
+            request: false,
+        };
+        let r = copy_body(&mut src, &mut buf, &mut dst, how).await;
+        assert!(matches!(r, Err(BodyError::Stalled(_))), "{r:?}");
     }
 }

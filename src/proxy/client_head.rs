@@ -1,6 +1,8 @@
-//! Reading a request head from a client within `header_timeout` and `max_header_bytes`.
+//! Reading a request head from a client within `header_timeout` and `max_header_bytes`; a bare
+//! LF is refused as soon as it arrives, the rest of §3.1 by `request_head.rs`.
 
-use super::head::{head_end, parse_request, Head, HeadError};
+use super::head::{scan_head, Head, HeadError, HeadScan};
+use super::request_head::parse_request;
 use super::respond::ProxyError;
 use super::stream::ClientStream;
 use bytes::{Buf, BytesMut};
@@ -53,18 +55,31 @@ pub async fn read_request_head(
         while buf.starts_with(b"\r\n") {
             buf.advance(2);
         }
-        if let Some(end) = head_end(buf, scanned) {
-            if end > limits.max_header_bytes {
+        match scan_head(buf, scanned) {
+            HeadScan::Complete(end) if end > limits.max_header_bytes => {
                 return HeadRead::Refused(ProxyError::HeaderTooLarge, "header section too large");
             }
-            let raw = buf.split_to(end).freeze();
-            return match parse_request(raw) {
-                Ok(head) => HeadRead::Head(head),
-                Err(HeadError::TooManyHeaders) => {
-                    HeadRead::Refused(ProxyError::HeaderTooLarge, "too many header lines")
-                }
-                Err(e) => HeadRead::Refused(ProxyError::BadRequest, e.reason()),
-            };
+            HeadScan::Complete(end) => {
+                let raw = buf.split_to(end).freeze();
+                return match parse_request(raw) {
+                    Ok(head) => HeadRead::Head(head),
+                    Err(HeadError::TooManyHeaders) => {
+                        HeadRead::Refused(ProxyError::HeaderTooLarge, "too many header lines")
+                    }
+                    Err(HeadError::Method(why)) => {
+                        HeadRead::Refused(ProxyError::MethodNotAllowed, why)
+                    }
+                    Err(HeadError::Expectation) => HeadRead::Refused(
+                        ProxyError::ExpectationFailed,
+                        HeadError::Expectation.reason(),
+                    ),
+                    Err(e) => HeadRead::Refused(ProxyError::BadRequest, e.reason()),
+                };
+            }
+            HeadScan::BareLf => {
+                return HeadRead::Refused(ProxyError::BadRequest, "a bare LF in the request head")
+            }
+            HeadScan::Partial => {}
         }
         if buf.len() > limits.max_header_bytes {
             return HeadRead::Refused(ProxyError::HeaderTooLarge, "header section too large");

@@ -1,6 +1,7 @@
 //! One client connection: read a head, route it, forward it, stream the answer back, and either
 //! wait for the next request (keep-alive), close, or hand both sockets to a WebSocket tunnel.
 
+use super::body::{close_within, write_within};
 use super::client_head::{read_request_head, HeadLimits, HeadRead};
 use super::exchange::exchange;
 use super::head::Head;
@@ -11,16 +12,18 @@ use super::tunnel::{self, Tunnel};
 use super::upstream::BackendConn;
 use super::ProxyCtx;
 use crate::balance::Backend;
+use crate::conn_limit::ConnSlot;
 use crate::runtime::FrontendRuntime;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 pub(super) struct ClientConn {
     pub(super) io: ClientStream,
+    /// Counts this connection against `max_connections` for as long as it is open, tunnel included.
+    pub(super) slot: ConnSlot,
     pub(super) buf: BytesMut,
     pub(super) peer: SocketAddr,
     /// `peer`'s IP as text for X-Forwarded-For.
@@ -38,6 +41,7 @@ pub(super) enum Next {
 
 pub async fn serve(
     io: ClientStream,
+    slot: ConnSlot,
     peer: SocketAddr,
     accepted: Instant,
     fe: Arc<FrontendRuntime>,
@@ -46,6 +50,7 @@ pub async fn serve(
     let tls = io.is_tls();
     let mut conn = ClientConn {
         io,
+        slot,
         buf: BytesMut::with_capacity(2048),
         peer,
         peer_ip: peer.ip().to_string(),
@@ -101,7 +106,7 @@ pub async fn serve(
         match exchange(conn, head, &fe, &pool, &ctx).await {
             Next::KeepAlive(c) => conn = c,
             Next::Close(mut c) => {
-                let _ = c.io.shutdown().await;
+                close_within(&mut c.io, fe.cfg.send_timeout.get()).await;
                 return;
             }
             Next::Tunnel(t) => {
@@ -118,7 +123,7 @@ pub async fn serve(
             break;
         }
     }
-    let _ = conn.io.shutdown().await;
+    close_within(&mut conn.io, fe.cfg.send_timeout.get()).await;
 }
 
 pub(super) async fn refuse(
@@ -131,9 +136,6 @@ pub(super) async fn refuse(
     let id = request_id();
     let (code, _) = err.status();
     warn!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, status = code, "{why}");
-    let _ = conn
-        .io
-        .write_all(&error_response(err, head, &id, false))
-        .await;
-    let _ = conn.io.flush().await;
+    let answer = error_response(err, head, &id, false);
+    let _ = write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get()).await;
 }

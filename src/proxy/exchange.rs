@@ -1,8 +1,10 @@
 //! One request and its answer: route, pick or open a backend connection (with the one safe
 //! retry), send the head and body, read the answer, pin the user, and stream it back.
 
-use super::backend_head::{read_response_head, ResponseHeadError};
-use super::body::{copy_body, inline_small_body, BodyError};
+use super::backend_head::{is_websocket_accept, read_response_head, ResponseHeadError};
+use super::body::{
+    check_buffered, copy_body, inline_small_body, write_within, BodyCopy, BodyError,
+};
 use super::conn::{refuse, ClientConn, Next};
 use super::head::{Framing, Head};
 use super::respond::ProxyError;
@@ -18,7 +20,6 @@ use crate::metrics::code_class;
 use crate::runtime::FrontendRuntime;
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -103,6 +104,14 @@ pub(super) async fn exchange(
     }
     let idempotent = is_idempotent(&head);
     let windows_auth = is_windows_auth(&head) || conn.ntlm.is_some();
+    let send_timeout = fe.cfg.send_timeout.get();
+    if let Err(e) = check_buffered(head.framing, &conn.buf) {
+        // A bad chunk that came with the head: refused before any byte reaches a backend.
+        m.client_errors_total
+            .with_label_values(&[&fe.cfg.name, "bad_request"])
+            .inc();
+        return fail(conn, &scope, "none", ProxyError::BadRequest, &e.to_string()).await;
+    }
 
     // A fresh buffer per request: holding one across keep-alive idle time would cost every idle
     // connection more memory than the allocation costs a request.
@@ -117,11 +126,8 @@ pub(super) async fn exchange(
         },
         &mut out,
     );
-    let expect_continue =
-        head.framing != Framing::Empty && head.has_token("expect", "100-continue");
     let mut body = BodyState {
-        sent: !expect_continue && inline_small_body(&mut conn.buf, head.framing, &mut out),
-        expect_continue,
+        sent: inline_small_body(&mut conn.buf, head.framing, &mut out),
     };
     let mut tries = Tries {
         moved: false,
@@ -208,8 +214,25 @@ pub(super) async fn exchange(
     let mut head_out = out;
     head_out.clear();
     if resp.status == 101 {
+        if !is_websocket_accept(&resp, &head) {
+            // The backend switched to a protocol the client did not ask for (or asked for
+            // nothing): nothing is spliced and that connection is dropped.
+            warn!(pool = %pool.name, backend = %backend.id, "backend answered 101 to a request that was not a WebSocket handshake");
+            drop(up);
+            return fail(
+                conn,
+                &scope,
+                &backend.id,
+                ProxyError::BadGateway,
+                "backend switched protocols unasked",
+            )
+            .await;
+        }
         client_response(&resp, set_cookie, false, &mut head_out);
-        if conn.io.write_all(&head_out).await.is_err() {
+        if write_within(&mut conn.io, &head_out, send_timeout)
+            .await
+            .is_err()
+        {
             return Next::Close(conn);
         }
         drop(lease);
@@ -221,7 +244,9 @@ pub(super) async fn exchange(
             from_backend: up.buf.split().freeze(),
             lease: tunnel_lease,
             idle: fe.cfg.tunnel_idle_timeout.get(),
+            send_timeout,
             close: ctx.lifecycle.close_tunnels.child_token(),
+            slot: conn.slot,
         }));
     }
     let close_client = head.close
@@ -230,31 +255,32 @@ pub(super) async fn exchange(
         || ctx.lifecycle.is_stopping();
     client_response(&resp, set_cookie, close_client, &mut head_out);
     let body_inline = inline_small_body(&mut up.buf, resp.framing, &mut head_out);
-    if conn.io.write_all(&head_out).await.is_err() {
-        return Next::Close(conn);
-    }
-    let streamed = if body_inline {
-        Ok(0)
-    } else {
-        copy_body(
-            &mut up.io,
-            &mut up.buf,
-            &mut conn.io,
-            resp.framing,
-            pool.cfg.response_timeout.get(),
-        )
+    let mut streamed = write_within(&mut conn.io, &head_out, send_timeout)
         .await
-    };
+        .map(|_| 0);
+    if streamed.is_ok() && !body_inline {
+        let how = BodyCopy {
+            framing: resp.framing,
+            idle: pool.cfg.response_timeout.get(),
+            send_timeout,
+            request: false,
+        };
+        streamed = copy_body(&mut up.io, &mut up.buf, &mut conn.io, how).await;
+    }
     match streamed {
         Ok(_) => {}
         Err(BodyError::Write(_)) => return Next::Close(conn),
+        Err(BodyError::Stalled(_)) => {
+            m.client_errors_total
+                .with_label_values(&[&fe.cfg.name, "send_timeout"])
+                .inc();
+            debug!(pool = %pool.name, backend = %backend.id, "client took no bytes within send_timeout; closing");
+            return Next::Close(conn);
+        }
         Err(e) => {
             warn!(pool = %pool.name, backend = %backend.id, error = %e, "backend response body failed");
             return Next::Close(conn);
         }
-    }
-    if conn.io.flush().await.is_err() {
-        return Next::Close(conn);
     }
     drop(lease);
     if !resp.close && body.sent {
@@ -297,11 +323,7 @@ async fn acquire(
             Some((nb, c)) if Arc::ptr_eq(&nb, &b) && !tries.fresh_only => Some(c),
             _ => None,
         };
-        let pooled = bound.or_else(|| {
-            (!tries.fresh_only)
-                .then(|| b.idle.take(idempotent))
-                .flatten()
-        });
+        let pooled = bound.or_else(|| (!tries.fresh_only).then(|| b.idle.take()).flatten());
         let attempt = match pooled {
             Some(c) => Ok(c),
             None => {
@@ -341,10 +363,9 @@ async fn acquire(
     }
 }
 
-/// Where the request body is: sent (or none), or waiting for the backend's `100 Continue`.
+/// Whether the request body is sent (or there is none).
 struct BodyState {
     sent: bool,
-    expect_continue: bool,
 }
 
 /// How one attempt at getting the answer's head failed.
@@ -361,8 +382,9 @@ enum Attempt {
     ClientGone,
 }
 
-/// Sends the request (head, then body unless it waits for `100 Continue`), relays interim
-/// answers, and returns the final answer's head.
+/// Sends the request (head, then body), relays interim answers, and returns the final answer's
+/// head. `Expect: 100-continue` is answered here, not by the backend (which never sees the
+/// header): the body is forwarded as the client sends it, whatever the backend does.
 async fn send_and_read_head(
     conn: &mut ClientConn,
     head: &Head,
@@ -372,17 +394,28 @@ async fn send_and_read_head(
     pool: &Pool,
     fe: &FrontendRuntime,
 ) -> Result<Head, Attempt> {
-    let body_idle = fe.cfg.keepalive_timeout.get();
+    let send_timeout = fe.cfg.send_timeout.get();
     let mut interim_seen = false;
-    if let Err(e) = up.io.write_all(out).await {
-        return Err(if up.reused {
+    if let Err(e) = write_within(&mut up.io, out, send_timeout).await {
+        return Err(if up.reused && matches!(e, BodyError::Write(_)) {
             Attempt::Stale
         } else {
             Attempt::Backend(format!("sending to backend failed: {e}"))
         });
     }
-    if !body.sent && !body.expect_continue {
-        send_body(conn, head, up, body_idle).await?;
+    if !body.sent {
+        if head.request.expect_continue && conn.buf.is_empty() {
+            write_within(&mut conn.io, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout)
+                .await
+                .map_err(|_| Attempt::ClientGone)?;
+        }
+        let how = BodyCopy {
+            framing: head.framing,
+            idle: fe.cfg.keepalive_timeout.get(),
+            send_timeout,
+            request: true,
+        };
+        send_body(conn, up, how).await?;
         body.sent = true;
     }
     loop {
@@ -393,14 +426,15 @@ async fn send_and_read_head(
         )
         .await
         {
+            // The client had its 100 from the proxy; one from the backend would be a second.
+            Ok(r) if r.status == 100 => interim_seen = true,
             Ok(r) if (100..200).contains(&r.status) && r.status != 101 => {
                 interim_seen = true;
-                if conn.io.write_all(&r.raw).await.is_err() {
+                if write_within(&mut conn.io, &r.raw, send_timeout)
+                    .await
+                    .is_err()
+                {
                     return Err(Attempt::ClientGone);
-                }
-                if r.status == 100 && !body.sent {
-                    send_body(conn, head, up, body_idle).await?;
-                    body.sent = true;
                 }
             }
             Ok(r) => return Ok(r),
@@ -420,14 +454,13 @@ async fn send_and_read_head(
 
 async fn send_body(
     conn: &mut ClientConn,
-    head: &Head,
     up: &mut BackendConn,
-    idle: std::time::Duration,
+    how: BodyCopy,
 ) -> Result<(), Attempt> {
-    match copy_body(&mut conn.io, &mut conn.buf, &mut up.io, head.framing, idle).await {
+    match copy_body(&mut conn.io, &mut conn.buf, &mut up.io, how).await {
         Ok(_) => Ok(()),
         Err(BodyError::BadChunk(why)) => Err(Attempt::BadChunk(why)),
-        Err(BodyError::Write(e)) => Err(Attempt::Backend(format!(
+        Err(e @ (BodyError::Write(_) | BodyError::Stalled(_))) => Err(Attempt::Backend(format!(
             "backend stopped reading the body: {e}"
         ))),
         Err(e) => {

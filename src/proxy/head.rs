@@ -1,9 +1,7 @@
-//! Parsing HTTP/1.1 message heads with httparse, keeping byte offsets into the raw head so that
-//! everything not rewritten is forwarded byte-for-byte (name case, order, values).
-//!
-//! Framing is decided here and ambiguity is refused (RFC 9112 §6.3): a request with both
-//! Content-Length and Transfer-Encoding, differing Content-Lengths, or a transfer coding other
-//! than a final `chunked` is a 400 and is never forwarded.
+//! HTTP/1.1 message heads parsed with httparse, keeping byte offsets into the raw head so that
+//! everything not rewritten is forwarded byte-for-byte (name case, order, values), and the
+//! framing rules both directions share (RFC 9112 §6.3). What only requests must satisfy
+//! (PRODUCT.md §3.1) is `request_head.rs`; what only responses must satisfy, `backend_head.rs`.
 
 use bytes::Bytes;
 use std::ops::Range;
@@ -29,6 +27,19 @@ pub struct Header {
     pub value: Range<usize>,
 }
 
+/// What reading a request decided beyond its framing (set by `request_head.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct RequestFacts {
+    /// A valid WebSocket handshake (RFC 6455 §4.1): the only upgrade that is forwarded.
+    pub websocket: bool,
+    /// Absolute-form target: the authority that replaces `Host`; `target` is then the path.
+    pub authority: Option<Range<usize>>,
+    /// Content-Length came repeated with equal values: forward it once.
+    pub repeated_length: bool,
+    /// `Expect: 100-continue` on a request with a body: the proxy answers the 100 itself.
+    pub expect_continue: bool,
+}
+
 /// A parsed head; ranges point into `raw`.
 #[derive(Debug, Clone)]
 pub struct Head {
@@ -43,6 +54,7 @@ pub struct Head {
     pub method: Range<usize>,
     pub target: Range<usize>,
     pub status: u16,
+    pub request: RequestFacts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +64,18 @@ pub enum HeadError {
     /// Ambiguous or invalid message framing.
     Framing(&'static str),
     TooManyHeaders,
+    /// A method the front door never forwards (CONNECT).
+    Method(&'static str),
+    /// An expectation other than 100-continue.
+    Expectation,
 }
 
 impl HeadError {
     pub fn reason(&self) -> &'static str {
         match self {
-            HeadError::Malformed(r) | HeadError::Framing(r) => r,
+            HeadError::Malformed(r) | HeadError::Framing(r) | HeadError::Method(r) => r,
             HeadError::TooManyHeaders => "too many header lines",
+            HeadError::Expectation => "an expectation other than 100-continue",
         }
     }
 }
@@ -96,15 +113,18 @@ impl Head {
         self.values(lower_name).next()
     }
 
-    /// Whether a comma-separated header (e.g. Connection) holds `token`.
-    pub fn has_token(&self, lower_name: &str, token: &str) -> bool {
+    /// The non-empty elements of every line of a comma-separated header (e.g. Connection).
+    pub fn tokens<'a>(&'a self, lower_name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.values(lower_name)
             .flat_map(|v| v.split(|b| *b == b','))
-            .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+            .map(trim)
+            .filter(|t| !t.is_empty())
     }
 
-    pub fn is_websocket_upgrade(&self) -> bool {
-        self.has_token("connection", "upgrade") && self.has_token("upgrade", "websocket")
+    /// Whether a comma-separated header (e.g. Connection) holds `token`.
+    pub fn has_token(&self, lower_name: &str, token: &str) -> bool {
+        self.tokens(lower_name)
+            .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
     }
 }
 
@@ -118,18 +138,36 @@ pub fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
+pub(super) fn offset(base: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
     start..start + part.len()
 }
 
-/// Where the head ends (index just past CRLFCRLF), if it is complete in `buf`.
-pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    buf[start..]
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|p| start + p + 4)
+/// How far a head has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadScan {
+    /// Complete: the index just past its CRLFCRLF.
+    Complete(usize),
+    /// A line of it ends in a bare LF: a head with two readings (RFC 9112 §2.2 allows a
+    /// recipient to accept it, and some backends do), so it is refused, never normalised.
+    BareLf,
+    Partial,
+}
+
+/// Scans `buf` for the end of a head, resuming at `from` (where the last scan stopped).
+pub fn scan_head(buf: &[u8], from: usize) -> HeadScan {
+    let mut i = from.saturating_sub(3);
+    while let Some(p) = buf[i..].iter().position(|b| *b == b'\n') {
+        let lf = i + p;
+        if lf == 0 || buf[lf - 1] != b'\r' {
+            return HeadScan::BareLf;
+        }
+        if lf >= 3 && &buf[lf - 3..=lf] == b"\r\n\r\n" {
+            return HeadScan::Complete(lf + 1);
+        }
+        i = lf + 1;
+    }
+    HeadScan::Partial
 }
 
 fn collect_headers(raw: &[u8], parsed: &[httparse::Header<'_>]) -> Vec<Header> {
@@ -153,49 +191,43 @@ fn parse_len(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Content-Length / Transfer-Encoding of a message, strictly.
-fn body_framing(head: &Head) -> Result<Option<Framing>, HeadError> {
-    let mut length: Option<u64> = None;
-    for v in head.values("content-length") {
-        // A list like "5, 5" is one value repeated; anything differing is ambiguous.
-        for part in v.split(|b| *b == b',') {
-            let n = parse_len(part).ok_or(HeadError::Framing("invalid Content-Length"))?;
-            match length {
-                Some(prev) if prev != n => {
-                    return Err(HeadError::Framing("differing Content-Length values"))
-                }
-                _ => length = Some(n),
+/// The Content-Length of a message: `Ok(None)` when absent; a list like "5, 5" or repeated
+/// lines are one value repeated, anything differing is ambiguous. The flag says it repeated.
+pub(super) fn content_length(head: &Head) -> Result<Option<(u64, bool)>, HeadError> {
+    let mut length: Option<(u64, bool)> = None;
+    for part in head
+        .values("content-length")
+        .flat_map(|v| v.split(|b| *b == b','))
+    {
+        let n = parse_len(part).ok_or(HeadError::Framing("invalid Content-Length"))?;
+        length = match length {
+            Some((prev, _)) if prev != n => {
+                return Err(HeadError::Framing("differing Content-Length values"))
             }
-        }
+            Some(_) => Some((n, true)),
+            None => Some((n, false)),
+        };
     }
-    let mut te_seen = false;
-    let mut last_coding: &[u8] = b"";
-    for v in head.values("transfer-encoding") {
-        te_seen = true;
-        for coding in v.split(|b| *b == b',') {
-            let c = trim(coding);
-            if !c.is_empty() {
-                last_coding = c;
-            }
-        }
-    }
-    match (te_seen, length) {
+    Ok(length)
+}
+
+/// The framing of a message whose transfer codings were found acceptable by the caller.
+pub(super) fn body_framing(head: &Head, length: Option<u64>) -> Result<Option<Framing>, HeadError> {
+    let te = head.values("transfer-encoding").next().is_some();
+    match (te, length) {
         (true, Some(_)) => Err(HeadError::Framing(
             "both Content-Length and Transfer-Encoding",
         )),
         (true, None) if head.version_minor == 0 => Err(HeadError::Framing(
             "Transfer-Encoding in an HTTP/1.0 message",
         )),
-        (true, None) if last_coding.eq_ignore_ascii_case(b"chunked") => Ok(Some(Framing::Chunked)),
-        (true, None) => Err(HeadError::Framing(
-            "Transfer-Encoding without a final chunked",
-        )),
+        (true, None) => Ok(Some(Framing::Chunked)),
         (false, Some(n)) => Ok(Some(Framing::Length(n))),
         (false, None) => Ok(None),
     }
 }
 
-fn wants_close(head: &Head) -> bool {
+pub(super) fn wants_close(head: &Head) -> bool {
     if head.version_minor == 0 {
         !head.has_token("connection", "keep-alive")
     } else {
@@ -203,7 +235,7 @@ fn wants_close(head: &Head) -> bool {
     }
 }
 
-fn parsed(status: httparse::Result<usize>, what: &'static str) -> Result<(), HeadError> {
+pub(super) fn parsed(status: httparse::Result<usize>, what: &'static str) -> Result<(), HeadError> {
     match status {
         Ok(httparse::Status::Complete(_)) => Ok(()),
         Ok(httparse::Status::Partial) => Err(HeadError::Malformed("incomplete head")),
@@ -213,7 +245,7 @@ fn parsed(status: httparse::Result<usize>, what: &'static str) -> Result<(), Hea
 }
 
 impl Head {
-    fn new(
+    pub(super) fn new(
         raw: Bytes,
         headers: Vec<Header>,
         version_minor: u8,
@@ -232,140 +264,46 @@ impl Head {
             target,
             status,
             raw,
+            request: RequestFacts::default(),
         }
     }
-}
 
-/// Parses a complete request head (`raw` ends with CRLFCRLF).
-pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    parsed(req.parse(&raw), "malformed request head")?;
-    let method = offset(&raw, req.method.unwrap_or_default().as_bytes());
-    let path = req.path.unwrap_or_default();
-    if !(path.starts_with('/')
-        || path == "*"
-        || path.starts_with("http://")
-        || path.starts_with("https://"))
-    {
-        return Err(HeadError::Malformed("request target is not a path"));
+    /// Builds a head from httparse's headers (`raw` holds a complete head).
+    pub(super) fn from_parsed(
+        raw: &Bytes,
+        parsed: &[httparse::Header<'_>],
+        version_minor: u8,
+        method: Range<usize>,
+        target: Range<usize>,
+        status: u16,
+    ) -> Head {
+        let headers = collect_headers(raw, parsed);
+        Head::new(raw.clone(), headers, version_minor, method, target, status)
     }
-    let target = offset(&raw, path.as_bytes());
-    let version_minor = req.version.unwrap_or(1);
-    let headers = collect_headers(&raw, req.headers);
-    let mut head = Head::new(raw, headers, version_minor, method, target, 0);
-    let hosts = head.values("host").count();
-    if hosts > 1 || (hosts == 0 && version_minor == 1) {
-        return Err(HeadError::Malformed(
-            "an HTTP/1.1 request needs exactly one Host header",
-        ));
-    }
-    head.framing = body_framing(&head)?.unwrap_or(Framing::Empty);
-    head.close = wants_close(&head);
-    Ok(head)
-}
-
-/// Parses a complete response head; `request_method` and the status decide whether a body follows.
-pub fn parse_response(raw: Bytes, request_was_head: bool) -> Result<Head, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut storage);
-    parsed(res.parse(&raw), "malformed response head")?;
-    let status = res.code.unwrap_or(0);
-    let version_minor = res.version.unwrap_or(1);
-    let headers = collect_headers(&raw, res.headers);
-    let mut head = Head::new(raw, headers, version_minor, 0..0, 0..0, status);
-    let declared = body_framing(&head)?;
-    head.framing =
-        if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
-            Framing::Empty
-        } else {
-            declared.unwrap_or(Framing::UntilClose)
-        };
-    head.close = wants_close(&head) || head.framing == Framing::UntilClose;
-    Ok(head)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn req(s: &str) -> Result<Head, HeadError> {
-        parse_request(Bytes::copy_from_slice(s.as_bytes()))
-    }
-
     #[test]
-    fn plain_get_keeps_offsets() {
-        let h = req("GET /a?b=1 HTTP/1.1\r\nHost: X\r\nCookie: a=1\r\n\r\n").unwrap();
-        assert_eq!(h.method(), b"GET");
-        assert_eq!(h.target(), b"/a?b=1");
-        assert_eq!(h.first("cookie"), Some(&b"a=1"[..]));
-        assert_eq!(h.bytes(&h.headers[1].line), b"Cookie: a=1");
-        assert_eq!(h.framing, Framing::Empty);
-        assert!(!h.close);
-    }
-
-    #[test]
-    fn ambiguous_framing_is_refused() {
-        assert!(matches!(
-            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            Err(HeadError::Framing(_))
-        ));
-        assert!(matches!(
-            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"),
-            Err(HeadError::Framing(_))
-        ));
-        assert!(matches!(
-            req("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Err(HeadError::Framing(_))
-        ));
-        assert!(matches!(
-            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"),
-            Err(HeadError::Framing(_))
-        ));
-        let same =
-            req("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
-                .unwrap();
-        assert_eq!(same.framing, Framing::Length(3));
-    }
-
-    #[test]
-    fn malformed_heads_are_refused() {
-        assert!(req("GARBAGE\r\n\r\n").is_err());
-        assert!(req("GET / HTTP/1.1\r\n\r\n").is_err(), "no Host");
-        assert!(req("GET nopath HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
-    }
-
-    #[test]
-    fn websocket_upgrade_is_recognised() {
-        let h = req("GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();
-        assert!(h.is_websocket_upgrade());
-    }
-
-    #[test]
-    fn response_framing() {
-        let r = |s: &str, head| parse_response(Bytes::copy_from_slice(s.as_bytes()), head).unwrap();
+    fn scan_finds_the_end_and_refuses_bare_lf() {
+        let ok = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\n";
+        assert_eq!(scan_head(ok, 0), HeadScan::Complete(ok.len() - 5));
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHo", 0), HeadScan::Partial);
+        for bad in [
+            &b"GET / HTTP/1.1\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"\nGET / HTTP/1.1\r\n",
+        ] {
+            assert_eq!(scan_head(bad, 0), HeadScan::BareLf, "{bad:?}");
+        }
+        // Resuming a scan sees a CRLFCRLF split across reads.
+        let split = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(
-            r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).framing,
-            Framing::Length(5)
-        );
-        assert_eq!(
-            r("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).framing,
-            Framing::Empty
-        );
-        assert_eq!(
-            r("HTTP/1.1 204 No Content\r\n\r\n", false).framing,
-            Framing::Empty
-        );
-        let until_close = r("HTTP/1.1 200 OK\r\n\r\n", false);
-        assert_eq!(until_close.framing, Framing::UntilClose);
-        assert!(until_close.close);
-        assert_eq!(
-            r(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-                false
-            )
-            .status,
-            101
+            scan_head(split, split.len() - 2),
+            HeadScan::Complete(split.len())
         );
     }
 }

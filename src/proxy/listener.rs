@@ -1,6 +1,6 @@
-//! Accepting front-door connections: the connection limit, the TLS handshake (bounded by
-//! `header_timeout`), and one task per connection, on the next worker, tracked for graceful
-//! shutdown.
+//! Accepting front-door connections: the connection limit (`conn_limit.rs`), the TLS handshake
+//! (bounded by `header_timeout`), and one task per connection, on the next worker, tracked for
+//! graceful shutdown.
 
 use super::stream::Stream;
 use super::workers::Acceptor;
@@ -8,7 +8,6 @@ use super::ProxyCtx;
 use crate::runtime::FrontendRuntime;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -32,10 +31,16 @@ pub async fn serve_frontend(
             return;
         }
     };
-    let limit = Arc::new(Semaphore::new(initial.cfg.max_connections));
+    let limit = ctx.shared.conn_limit(&name);
+    let max_connections = || {
+        ctx.runtime
+            .load()
+            .frontend(&name)
+            .map_or(initial.cfg.max_connections, |f| f.cfg.max_connections)
+    };
     loop {
-        let permit = tokio::select! {
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+        let slot = tokio::select! {
+            s = limit.acquire(max_connections) => s,
             _ = stop.cancelled() => return,
         };
         let accepted = tokio::select! {
@@ -60,7 +65,6 @@ pub async fn serve_frontend(
         let ctx2 = ctx.clone();
         let started = tokio::time::Instant::now();
         let task = ctx.lifecycle.tracker.track_future(async move {
-            let _permit = permit;
             let tcp = match TcpStream::from_std(tcp) {
                 Ok(t) => t,
                 Err(e) => {
@@ -86,7 +90,7 @@ pub async fn serve_frontend(
                     }
                 }
             };
-            super::conn::serve(io, peer, started, fe, ctx2).await;
+            super::conn::serve(io, slot, peer, started, fe, ctx2).await;
         });
         ctx.workers.spawn(task);
     }

@@ -12,6 +12,7 @@ pub mod conn;
 mod exchange;
 pub mod head;
 pub mod listener;
+pub mod request_head;
 pub mod respond;
 pub mod rewrite;
 pub mod route;

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
     BadRequest,
+    MethodNotAllowed,
+    ExpectationFailed,
     HeaderTooLarge,
     HeaderTimeout,
     NoBackend,
@@ -18,7 +20,9 @@ impl ProxyError {
     pub fn status(self) -> (u16, &'static str) {
         match self {
             ProxyError::BadRequest => (400, "Bad Request"),
+            ProxyError::MethodNotAllowed => (405, "Method Not Allowed"),
             ProxyError::HeaderTimeout => (408, "Request Timeout"),
+            ProxyError::ExpectationFailed => (417, "Expectation Failed"),
             ProxyError::HeaderTooLarge => (431, "Request Header Fields Too Large"),
             ProxyError::BadGateway => (502, "Bad Gateway"),
             ProxyError::NoBackend => (503, "Service Unavailable"),
@@ -29,6 +33,8 @@ impl ProxyError {
     fn explanation(self) -> &'static str {
         match self {
             ProxyError::BadRequest => "The request could not be understood.",
+            ProxyError::MethodNotAllowed => "This method is not forwarded.",
+            ProxyError::ExpectationFailed => "Only the 100-continue expectation is supported.",
             ProxyError::HeaderTimeout => "The request headers did not arrive in time.",
             ProxyError::HeaderTooLarge => "The request headers are too large.",
             ProxyError::BadGateway => "The Qlik Sense node could not be reached.",
@@ -72,10 +78,10 @@ pub fn error_response(err: ProxyError, head: Option<&Head>, id: &str, keep_alive
             ),
         )
     };
-    let retry = if err == ProxyError::NoBackend {
-        "Retry-After: 5\r\n"
-    } else {
-        ""
+    let extra = match err {
+        ProxyError::NoBackend => "Retry-After: 5\r\n",
+        ProxyError::MethodNotAllowed => "Allow: GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH\r\n",
+        _ => "",
     };
     let conn = if keep_alive {
         ""
@@ -83,7 +89,7 @@ pub fn error_response(err: ProxyError, head: Option<&Head>, id: &str, keep_alive
         "Connection: close\r\n"
     };
     format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{retry}{conn}\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{extra}{conn}\r\n{body}",
         body.len()
     )
     .into_bytes()

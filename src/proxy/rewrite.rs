@@ -21,12 +21,16 @@ struct HopByHop<'h> {
 }
 
 impl<'h> HopByHop<'h> {
-    fn of(head: &'h Head) -> HopByHop<'h> {
+    /// `keep_framing`: a response's own framing headers stay whatever its Connection names,
+    /// since the proxy framed the body by them (a request naming them is refused earlier).
+    fn of(head: &'h Head, keep_framing: bool) -> HopByHop<'h> {
         let named = head
-            .values("connection")
-            .flat_map(|v| v.split(|b| *b == b','))
-            .map(trim)
-            .filter(|t| !t.is_empty())
+            .tokens("connection")
+            .filter(|t| {
+                !(keep_framing
+                    && (t.eq_ignore_ascii_case(b"content-length")
+                        || t.eq_ignore_ascii_case(b"transfer-encoding")))
+            })
             .collect();
         HopByHop { named }
     }
@@ -35,6 +39,12 @@ impl<'h> HopByHop<'h> {
         HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
             || self.named.iter().any(|t| t.eq_ignore_ascii_case(name))
     }
+}
+
+/// Request headers the proxy answers or drops itself: `Expect` (the proxy sends the 100) and
+/// `HTTP2-Settings` (only a WebSocket upgrade is forwarded).
+fn answered_here(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"http2-settings")
 }
 
 pub struct RequestRewrite<'a> {
@@ -47,24 +57,54 @@ pub struct RequestRewrite<'a> {
 
 /// The head sent to the backend.
 pub fn upstream_request(head: &Head, rw: &RequestRewrite<'_>, out: &mut BytesMut) {
-    let websocket = head.is_websocket_upgrade();
-    let hop = HopByHop::of(head);
+    let websocket = head.request.websocket;
+    let hop = HopByHop::of(head, false);
     out.reserve(head.raw.len() + 160);
-    out.put_slice(head.bytes(&head.first_line));
-    out.put_slice(b"\r\n");
+    request_line(head, out);
     let mut forwarded_for: Option<BytesMut> = None;
     let mut host: &[u8] = b"";
+    let mut length_sent = false;
+    let mut upgrade_sent = false;
+    if let (Some(authority), None) = (&head.request.authority, head.first("host")) {
+        // An HTTP/1.0 request in absolute form may come without Host; the backend gets one.
+        host = head.bytes(authority);
+        out.put_slice(b"Host: ");
+        out.put_slice(host);
+        out.put_slice(b"\r\n");
+    }
     for h in &head.headers {
         let name = head.name(h);
         let value = head.value(h);
         if name.eq_ignore_ascii_case(b"host") {
             host = value;
+            if let Some(authority) = &head.request.authority {
+                // Absolute form: the target's authority is the host (RFC 9112 §3.2.2).
+                host = head.bytes(authority);
+                out.put_slice(b"Host: ");
+                out.put_slice(host);
+                out.put_slice(b"\r\n");
+                continue;
+            }
         }
-        if name.eq_ignore_ascii_case(b"upgrade") && websocket {
-            put_line(out, head.bytes(&h.line));
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            if websocket && !upgrade_sent {
+                upgrade_sent = put_websocket_upgrade(head, h, out);
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") && head.request.repeated_length {
+            if !length_sent {
+                length_sent = true;
+                if let super::head::Framing::Length(n) = head.framing {
+                    out.put_slice(b"Content-Length: ");
+                    out.put_slice(n.to_string().as_bytes());
+                    out.put_slice(b"\r\n");
+                }
+            }
             continue;
         }
         if hop.contains(name)
+            || answered_here(name)
             || name.eq_ignore_ascii_case(b"x-forwarded-proto")
             || name.eq_ignore_ascii_case(b"x-forwarded-host")
             || rw
@@ -115,6 +155,40 @@ pub fn upstream_request(head: &Head, rw: &RequestRewrite<'_>, out: &mut BytesMut
         out.put_slice(b"\r\nConnection: keep-alive");
     }
     out.put_slice(b"\r\n\r\n");
+}
+
+/// The request line as received, or rebuilt in origin form for an absolute-form target.
+fn request_line(head: &Head, out: &mut BytesMut) {
+    if head.request.authority.is_none() {
+        put_line(out, head.bytes(&head.first_line));
+        return;
+    }
+    out.put_slice(head.method());
+    out.put_slice(b" ");
+    let target = head.target();
+    out.put_slice(if target.is_empty() { b"/" } else { target });
+    out.put_slice(if head.version_minor == 0 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+}
+
+/// A WebSocket handshake's Upgrade line: as sent when it offers websocket alone, else only
+/// that token (an `h2c` offered beside it never reaches the backend). Whether it wrote one.
+fn put_websocket_upgrade(head: &Head, h: &super::head::Header, out: &mut BytesMut) -> bool {
+    let value = trim(head.value(h));
+    if value.eq_ignore_ascii_case(b"websocket") {
+        put_line(out, head.bytes(&h.line));
+        return true;
+    }
+    let offered = value
+        .split(|b| *b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(b"websocket"));
+    if offered {
+        out.put_slice(b"Upgrade: websocket\r\n");
+    }
+    offered
 }
 
 fn put_line(out: &mut BytesMut, line: &[u8]) {
@@ -178,7 +252,7 @@ pub fn is_qlik_session_cookie(name: &[u8]) -> bool {
 /// added when the user was pinned, `Connection: close` when this connection ends after it.
 pub fn client_response(head: &Head, set_cookie: Option<&str>, close: bool, out: &mut BytesMut) {
     let upgrade = head.status == 101;
-    let hop = HopByHop::of(head);
+    let hop = HopByHop::of(head, true);
     out.reserve(head.raw.len() + 128);
     out.put_slice(head.bytes(&head.first_line));
     out.put_slice(b"\r\n");
@@ -203,7 +277,7 @@ pub fn client_response(head: &Head, set_cookie: Option<&str>, close: bool, out: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::head::parse_request;
+    use crate::proxy::request_head::parse_request;
     use bytes::Bytes;
 
     fn rewrite(req: &str) -> String {
@@ -244,9 +318,56 @@ mod tests {
 
     #[test]
     fn websocket_keeps_upgrade() {
-        let out = rewrite("GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+        const KEY: &str =
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
+        let out = rewrite(&format!("GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n{KEY}\r\n\r\n"));
         assert!(out.contains("Upgrade: websocket\r\n"), "{out}");
         assert!(out.contains("Connection: Upgrade\r\n"), "{out}");
-        assert!(out.contains("Sec-WebSocket-Key: k\r\n"));
+        assert!(out.contains(KEY));
+        let h2c = rewrite(&format!("GET /app/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c, WebSocket\r\nHTTP2-Settings: AAA\r\n{KEY}\r\n\r\n"));
+        assert!(h2c.contains("\r\nUpgrade: websocket\r\n"), "{h2c}");
+        assert!(
+            !h2c.contains("h2c") && !h2c.contains("HTTP2-Settings"),
+            "{h2c}"
+        );
+    }
+
+    #[test]
+    fn other_upgrades_expect_and_repeated_lengths_are_dropped_or_normalised() {
+        let out = rewrite("POST /x HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nHTTP2-Settings: AAA\r\nExpect: 100-continue\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        assert!(
+            !out.contains("h2c") && !out.contains("HTTP2") && !out.contains("Expect"),
+            "{out}"
+        );
+        assert_eq!(out.matches("Content-Length").count(), 1, "{out}");
+        assert!(out.contains("Content-Length: 5\r\n"), "{out}");
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let out = rewrite("GET http://a.example/b?q HTTP/1.1\r\nHost: other\r\n\r\n");
+        assert!(
+            out.starts_with("GET /b?q HTTP/1.1\r\nHost: a.example\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("X-Forwarded-Host: a.example\r\n"), "{out}");
+        let bare = rewrite("GET http://a.example HTTP/1.1\r\nHost: a.example\r\n\r\n");
+        assert!(bare.starts_with("GET / HTTP/1.1\r\n"), "{bare}");
+    }
+
+    #[test]
+    fn responses_keep_framing_headers_their_connection_names() {
+        let resp = crate::proxy::backend_head::parse_response(
+            Bytes::from_static(b"HTTP/1.1 200 OK\r\nConnection: Content-Length, X-Drop\r\nContent-Length: 5\r\nX-Drop: 1\r\n\r\n"),
+            false,
+        )
+        .unwrap();
+        let mut out = BytesMut::new();
+        client_response(&resp, None, false, &mut out);
+        let out = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            out.contains("Content-Length: 5\r\n") && !out.contains("X-Drop"),
+            "{out}"
+        );
     }
 }

@@ -6,15 +6,16 @@
 //! plain-TCP tunnel holds no buffer at all: bytes are read into a per-thread scratch buffer and
 //! written straight on; only a write that would block parks the remainder on the heap.
 
+use super::body::{close_within, write_within, BodyError};
 use super::signal;
 use super::stream::{BackendStream, ClientStream, Stream};
 use crate::balance::registry::TunnelLease;
+use crate::conn_limit::ConnSlot;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -35,7 +36,11 @@ pub struct Tunnel {
     pub from_backend: Bytes,
     pub lease: TunnelLease,
     pub idle: Duration,
+    /// A side that takes no bytes for this long ends the tunnel (`send_timeout`).
+    pub send_timeout: Duration,
     pub close: CancellationToken,
+    /// The client connection's place under `max_connections`, held for the tunnel's life.
+    pub slot: ConnSlot,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -44,6 +49,8 @@ pub enum TunnelEnd {
     Idle,
     BackendDead,
     Shutdown,
+    /// One side took no bytes for `send_timeout`.
+    Stalled,
     Error,
 }
 
@@ -56,7 +63,10 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
             .metrics
             .bytes_to_backend
             .inc_by(t.from_client.len() as u64);
-        if t.backend.write_all(&t.from_client).await.is_err() {
+        if write_within(&mut t.backend, &t.from_client, t.send_timeout)
+            .await
+            .is_err()
+        {
             return TunnelEnd::Error;
         }
     }
@@ -65,7 +75,10 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
             .metrics
             .bytes_to_client
             .inc_by(t.from_backend.len() as u64);
-        if t.client.write_all(&t.from_backend).await.is_err() {
+        if write_within(&mut t.client, &t.from_backend, t.send_timeout)
+            .await
+            .is_err()
+        {
             return TunnelEnd::Error;
         }
     }
@@ -74,22 +87,33 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
     let end = match (&t.client, &t.backend) {
         (Stream::Plain(c), Stream::Plain(b)) => {
             tokio::select! {
-                end = splice_tcp(c, b, t.idle, &t.lease) => end,
+                end = splice_tcp(c, b, Limits { idle: t.idle, send: t.send_timeout }, &t.lease) => end,
                 _ = &mut dead => TunnelEnd::BackendDead,
                 _ = &mut close => TunnelEnd::Shutdown,
             }
         }
         _ => {
-            let idle = t.idle;
+            let limits = Limits {
+                idle: t.idle,
+                send: t.send_timeout,
+            };
             tokio::select! {
-                end = copy_generic(&mut t.client, &mut t.backend, idle, &t.lease) => end,
+                end = copy_generic(&mut t.client, &mut t.backend, limits, &t.lease) => end,
                 _ = &mut dead => TunnelEnd::BackendDead,
                 _ = &mut close => TunnelEnd::Shutdown,
             }
         }
     };
-    let _ = t.client.shutdown().await;
+    close_within(&mut t.client, t.send_timeout).await;
     end
+}
+
+/// The tunnel's two clocks: no byte either way for `idle`, or a side that takes no bytes for
+/// `send`.
+#[derive(Clone, Copy)]
+struct Limits {
+    idle: Duration,
+    send: Duration,
 }
 
 enum Flow {
@@ -193,13 +217,16 @@ fn shutdown_write(s: &TcpStream) {
 async fn splice_tcp(
     client: &TcpStream,
     backend: &TcpStream,
-    idle: Duration,
+    limits: Limits,
     lease: &TunnelLease,
 ) -> TunnelEnd {
     let m = &lease.backend().metrics;
+    let idle = limits.idle;
     let (mut to_backend, mut to_client): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
     let (mut client_eof, mut backend_eof) = (false, false);
     let mut last_activity = Instant::now();
+    // Since when parked bytes have waited for a side that takes none.
+    let mut stalled_since: Option<Instant> = None;
     let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     loop {
@@ -227,10 +254,13 @@ async fn splice_tcp(
                 Ok(())
             }),
             _ = &mut timer => {
+                if stalled_since.is_some_and(|s| s.elapsed() >= limits.send) {
+                    return TunnelEnd::Stalled;
+                }
                 if last_activity.elapsed() >= idle {
                     return TunnelEnd::Idle;
                 }
-                timer.as_mut().reset(last_activity + idle);
+                timer.as_mut().reset(wake_at(last_activity, stalled_since, limits));
                 continue;
             }
         };
@@ -238,18 +268,36 @@ async fn splice_tcp(
             return TunnelEnd::Error;
         }
         last_activity = Instant::now();
+        let parked = to_backend.is_some() || to_client.is_some();
+        match (parked, stalled_since) {
+            (true, None) => {
+                stalled_since = Some(last_activity);
+                timer
+                    .as_mut()
+                    .reset(wake_at(last_activity, stalled_since, limits));
+            }
+            (false, Some(_)) => stalled_since = None,
+            _ => {}
+        }
         if client_eof && backend_eof && to_backend.is_none() && to_client.is_none() {
             return TunnelEnd::Closed;
         }
     }
 }
 
+/// When the tunnel's timer must next look: at the idle deadline or the stall deadline.
+fn wake_at(last_activity: Instant, stalled_since: Option<Instant>, limits: Limits) -> Instant {
+    let idle_at = last_activity + limits.idle;
+    stalled_since.map_or(idle_at, |s| idle_at.min(s + limits.send))
+}
+
 async fn copy_generic(
     client: &mut ClientStream,
     backend: &mut BackendStream,
-    idle: Duration,
+    limits: Limits,
     lease: &TunnelLease,
 ) -> TunnelEnd {
+    let idle = limits.idle;
     let m = &lease.backend().metrics;
     let mut cbuf = vec![0u8; 8192];
     let mut bbuf = vec![0u8; 8192];
@@ -261,14 +309,14 @@ async fn copy_generic(
                     Ok(0) | Err(_) => Err(TunnelEnd::Closed),
                     Ok(n) => {
                         m.bytes_to_backend.inc_by(n as u64);
-                        backend.write_all(&cbuf[..n]).await.map_err(|_| TunnelEnd::Error)
+                        write_within(backend, &cbuf[..n], limits.send).await.map_err(stalled_or_error)
                     }
                 },
                 r = backend.read(&mut bbuf) => match r {
                     Ok(0) | Err(_) => Err(TunnelEnd::Closed),
                     Ok(n) => {
                         m.bytes_to_client.inc_by(n as u64);
-                        client.write_all(&bbuf[..n]).await.map_err(|_| TunnelEnd::Error)
+                        write_within(client, &bbuf[..n], limits.send).await.map_err(stalled_or_error)
                     }
                 },
             }
@@ -279,5 +327,12 @@ async fn copy_generic(
             Ok(Err(end)) => return end,
             Ok(Ok(())) => {}
         }
+    }
+}
+
+fn stalled_or_error(e: BodyError) -> TunnelEnd {
+    match e {
+        BodyError::Stalled(_) => TunnelEnd::Stalled,
+        _ => TunnelEnd::Error,
     }
 }

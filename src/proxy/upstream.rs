@@ -7,8 +7,11 @@ use super::workers;
 use crate::balance::registry::BackendTarget;
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Idle connections kept per backend and worker; more are closed when returned.
@@ -17,8 +20,6 @@ const MAX_IDLE_PER_WORKER: usize = 256;
 const MAX_IDLE_AGE: Duration = Duration::from_secs(60);
 /// Read buffers up to this size stay with a pooled connection.
 const KEEP_READ_BUF: usize = 8 * 1024;
-/// Idle longer than this, a connection is probed before reuse.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
 
 pub struct BackendConn {
     pub io: BackendStream,
@@ -92,16 +93,11 @@ impl IdlePool {
         &self.slots[workers::current_slot()]
     }
 
-    /// An idle connection that is still open, if any. `retry_safe` callers (idempotent requests,
-    /// which get one retry on a fresh connection) skip the liveness probe for connections idle
-    /// under a second: backends close idle connections after seconds, and the probe costs a
-    /// syscall on every request.
-    pub fn take(&self, retry_safe: bool) -> Option<BackendConn> {
+    /// An idle connection that is still clean, if any; the others are closed on the way.
+    pub fn take(&self) -> Option<BackendConn> {
         loop {
             let mut conn = self.mine().lock().expect("idle pool lock").pop()?;
-            let idle = conn.idle_since.elapsed();
-            let trusted = retry_safe && idle < PROBE_AFTER;
-            if idle < MAX_IDLE_AGE && (trusted || is_clean(&conn.io)) {
+            if conn.idle_since.elapsed() < MAX_IDLE_AGE && is_clean(&mut conn.io) {
                 conn.reused = true;
                 return Some(conn);
             }
@@ -131,23 +127,23 @@ impl IdlePool {
     }
 }
 
-/// An idle plain socket is clean when reading would block: not closed by the peer, no stray
-/// bytes. Under TLS, bytes may be a session ticket the backend sent late, so only EOF disqualifies.
-fn is_clean(io: &BackendStream) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut probe = [0u8; 1];
-    // SAFETY: recv on a valid socket fd into a 1-byte stack buffer; MSG_PEEK leaves the data queued.
-    let n = unsafe {
-        libc::recv(
-            io.tcp().as_raw_fd(),
-            probe.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    match n {
-        0 => false,
-        n if n < 0 => std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock,
-        _ => io.is_tls(),
+/// An idle connection is clean when nothing arrived on it since its last answer was read: no
+/// stray bytes (a late or unasked answer that would be served to the next request) and no EOF.
+/// The runtime's readiness already tells, with no system call: the last read of the answer
+/// was short, which cleared read readiness, and anything arriving since has set it again.
+/// Under TLS, plaintext may also wait inside rustls, and bytes on the socket may be a session
+/// ticket sent late (consumed without yielding data): a read through TLS tells both, and it
+/// too reaches the socket only when readiness is set.
+fn is_clean(io: &mut BackendStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match io {
+        Stream::Plain(tcp) => tcp.poll_read_ready(&mut cx).is_pending(),
+        Stream::Tls(tls) => {
+            let mut probe = [0u8; 1];
+            let mut probe = ReadBuf::new(&mut probe);
+            Pin::new(tls.as_mut())
+                .poll_read(&mut cx, &mut probe)
+                .is_pending()
+        }
     }
 }

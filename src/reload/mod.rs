@@ -200,6 +200,7 @@ impl Reloader {
             .map_err(|e| one_error(file.clone(), "", &format!("building stopped: {e}")))??;
         let hash = runtime.config.hash.clone();
         self.runtime.store(Arc::new(runtime));
+        self.shared.limits_changed();
         self.listeners.commit(plan);
         self.admin_token.store(token.map(Arc::new));
         Ok(hash)
