@@ -5,6 +5,8 @@
 //! - `lbmodule`: the Qlik "load balancing module" endpoint.
 //! - `control`: the QRS client and the license monitor and release jobs.
 //! - `admin`: metrics, health, status API and page, drain, reload.
+//! - `listen_limits`: deadlines, connection cap and accept back-off of the admin and LB module
+//!   listeners.
 //! - `sim`: a simulated Qlik site for the demo, the tests and the benchmarks.
 
 pub mod admin;
@@ -15,6 +17,7 @@ pub mod conn_limit;
 pub mod control;
 pub mod demo;
 pub mod lbmodule;
+pub mod listen_limits;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -220,8 +220,8 @@ async fn shutdown_closes_an_idle_keep_alive_connection_and_serve_returns() {
     .expect("the module answers in time");
     assert!(answer.starts_with(b"HTTP/1.1 200 "));
     // The connection is idle and kept alive: shutdown must close it, not the module's own idle
-    // timeout (HEADER_TIMEOUT) and not the client.
-    let before_idle_close = qlik_lb::lbmodule::HEADER_TIMEOUT / 2;
+    // timeout (HEAD_TIMEOUT) and not the client.
+    let before_idle_close = qlik_lb::listen_limits::HEAD_TIMEOUT / 2;
     timeout(before_idle_close, m.stop())
         .await
         .expect("shutdown reaches the idle connection");
@@ -231,6 +231,57 @@ async fn shutdown_closes_an_idle_keep_alive_connection_and_serve_returns() {
         .expect("closed at shutdown")
         .unwrap_or(0);
     assert_eq!(n, 0, "the module closes the idle connection at shutdown");
+}
+
+/// Sends `request` on a new connection, stays silent, and reads until the module closes it:
+/// what came back and how long after the request went out.
+async fn answer_to_a_stalled_body(addr: SocketAddr, request: &[u8]) -> (String, Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let sent = Instant::now();
+    let mut answer = Vec::new();
+    timeout(
+        qlik_lb::listen_limits::BODY_TIMEOUT + LIMIT,
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the module closes the connection")
+    .unwrap();
+    (String::from_utf8(answer).unwrap(), sent.elapsed())
+}
+
+#[tokio::test]
+async fn a_declared_body_that_does_not_arrive_gets_408_json_and_the_connection_closes() {
+    let deadline = qlik_lb::listen_limits::BODY_TIMEOUT;
+    let m = Module::fixture_site().await;
+    let head =
+        "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: lb\r\nContent-Type: application/json\r\n";
+    // 10 of 100 declared bytes; and a chunk of 10 whose last chunk never comes.
+    let by_length = format!("{head}Content-Length: 100\r\n\r\n{{\"AppName\"");
+    let chunked = format!("{head}Transfer-Encoding: chunked\r\n\r\na\r\n{{\"AppName\"\r\n");
+    let (a, b) = tokio::join!(
+        answer_to_a_stalled_body(m.addr, by_length.as_bytes()),
+        answer_to_a_stalled_body(m.addr, chunked.as_bytes()),
+    );
+    for (text, waited) in [a, b] {
+        assert!(
+            waited >= deadline - Duration::from_millis(250),
+            "answered after {waited:?}, before the body deadline"
+        );
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(
+            v["error"].as_str().unwrap().contains("did not arrive"),
+            "{body}"
+        );
+    }
+    assert!(m.metric(r#"qlb_lbmodule_requests_total{result="bad_request"} 2"#));
+    m.stop().await;
 }
 
 #[tokio::test]

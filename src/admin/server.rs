@@ -3,6 +3,7 @@
 
 use super::auth::{self, Verdict};
 use super::status;
+use crate::listen_limits::{self, Gate};
 use crate::proxy::respond::request_id;
 use crate::proxy::Lifecycle;
 use crate::reload::{Reloader, Trigger};
@@ -35,21 +36,24 @@ pub struct AdminCtx {
     pub control: OnceLock<ControlStatus>,
 }
 
+/// Admin routes take no body; a declared one is still read whole before the request is acted on,
+/// so a request cut short never drains or reloads. This bounds what is read.
+const BODY_LIMIT: usize = 64 * 1024;
+
+/// Serves the admin routes until `stop`. Head and body deadlines, the connection cap and the
+/// accept back-off are `listen_limits`'s.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminCtx>, stop: CancellationToken) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
-            _ = stop.cancelled() => return,
-        };
+    let mut gate = Gate::new("admin");
+    while let Some(((tcp, _), permit)) = gate.accept(&stop, || listener.accept()).await {
         let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
                 async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service);
+            let conn = listen_limits::http1().serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -128,6 +132,10 @@ async fn handle(req: Request<Incoming>, ctx: &AdminCtx) -> Response<Full<Bytes>>
                 )
             }
         }
+    }
+    if let Err(e) = listen_limits::read_body(req.into_body(), BODY_LIMIT).await {
+        let message = e.to_string();
+        return listen_limits::closing(error(e.status(), &method, &path, &message, none));
     }
     match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),

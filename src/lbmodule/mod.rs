@@ -12,14 +12,15 @@ pub use engines::{host_port, match_backend, match_engines, Matched, RecentFirsts
 pub use rank::{rank, EngineState};
 pub use request::{BadRequest, Prioritize};
 
+use crate::listen_limits::{self, Gate};
 use crate::proxy::signal;
 use crate::proxy::workers::{Acceptor, Workers};
 use crate::runtime::{Shared, SharedRuntime};
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,11 +30,7 @@ use tokio_util::task::TaskTracker;
 
 /// Largest prioritize body accepted (a few hundred engines fit in a few KiB).
 pub const BODY_LIMIT: usize = 64 * 1024;
-/// A connection must send its next request head within this, or is closed.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 struct State {
     runtime: SharedRuntime,
@@ -68,20 +65,11 @@ pub async fn serve(
     });
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let tracker = TaskTracker::new();
-    loop {
-        let tcp = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    tracing::warn!(error = %e, "load balancing module: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
+    let mut gate = Gate::new("lb_module");
+    while let Some(((tcp, _), permit)) = gate.accept(&shutdown, || listener.accept()).await {
         let (state, acceptor, shutdown) = (state.clone(), acceptor.clone(), shutdown.clone());
         workers.spawn(tracker.track_future(async move {
+            let _permit = permit;
             let Ok(tcp) = TcpStream::from_std(tcp) else {
                 return;
             };
@@ -109,10 +97,7 @@ where
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(&state, req).await) }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(io, service);
+    let conn = listen_limits::http1().serve_connection(io, service);
     tokio::pin!(conn);
     // Polled on every request of the connection: read shutdown from its flag (proxy::signal).
     let mut stop = signal::cancelled(&shutdown);
@@ -155,24 +140,14 @@ async fn handle(state: &State, req: hyper::Request<Incoming>) -> Response<Full<B
     }
     let started = Instant::now();
     let metrics = &state.shared.metrics;
-    let body = match Limited::new(req.into_body(), BODY_LIMIT).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match listen_limits::read_body(req.into_body(), BODY_LIMIT).await {
+        Ok(b) => b,
         Err(e) => {
             metrics
                 .lbmodule_requests_total
                 .with_label_values(&["bad_request"])
                 .inc();
-            return if e.is::<http_body_util::LengthLimitError>() {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("the body is over {BODY_LIMIT} bytes"),
-                )
-            } else {
-                json_error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("reading the body failed: {e}"),
-                )
-            };
+            return listen_limits::closing(json_error(e.status(), &e.to_string()));
         }
     };
     let (resp, result) = match Prioritize::parse(&body) {
