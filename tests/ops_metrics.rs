@@ -18,8 +18,28 @@ const CONTRACT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/spec/PROD
 /// Producers that need a Qlik site (engines, QRS); the demo test covers them.
 const PRODUCED_ELSEWHERE: &[&str] = &["qlb_engine_", "qlb_lbmodule_", "qlb_license_", "qlb_job_"];
 
-/// The metric names of §5.1, in backticks in the table rows.
+/// §5.1 names whose features are not built yet (the edge of §3.2/§3.3 and the cluster of §8),
+/// with where they belong. Each is asserted absent, so this list cannot outlive its feature.
+const NOT_BUILT_YET: &[(&str, &str)] = &[
+    ("qlb_access_log_dropped_total", "§3.3 access log"),
+    ("qlb_tls_certificate_expiry_timestamp_seconds", "§3.2 certificates"),
+    ("qlb_license_entitled", "§5.1 rename of qlb_license_total"),
+    ("qlb_license_analyzer_capacity_seconds", "§5.1 rename of the minutes gauge"),
+    ("qlb_cluster_connected", "§8 cluster"),
+    ("qlb_cluster_leader", "§8 cluster"),
+    ("qlb_cluster_members", "§8 cluster"),
+];
+
+/// The metric names of §5.1, in backticks in the table rows, less those not built yet.
 fn contract_names() -> BTreeSet<String> {
+    let mut names = all_contract_names();
+    for (name, _) in NOT_BUILT_YET {
+        assert!(names.remove(*name), "{name} is no longer in the contract");
+    }
+    names
+}
+
+fn all_contract_names() -> BTreeSet<String> {
     let spec = std::fs::read_to_string(CONTRACT).expect("the product contract");
     let section = spec
         .split("### 5.1")
@@ -91,6 +111,12 @@ async fn front_door_and_config_metrics_are_exposed() {
             .collect();
         assert!(ours.len() >= 14);
         assert_eq!(missing(&ours, &text), Vec::<String>::new());
+        for (name, feature) in NOT_BUILT_YET {
+            assert!(
+                !text.contains(&format!("# TYPE {name} ")),
+                "{name} ({feature}) is exposed now: take it off NOT_BUILT_YET"
+            );
+        }
         assert!(text.contains(r#"qlb_config_reloads_total{result="error"} 1"#));
     })
     .await;

@@ -173,13 +173,13 @@ fn check_transfer_encoding(head: &Head) -> Result<(), HeadError> {
     }
 }
 
-/// Whether the request is a valid WebSocket handshake; an upgrade attempt that is not one
-/// (or a `Connection: upgrade` on anything else) is refused rather than half-forwarded.
-/// Other protocols offered in `Upgrade` without `Connection: upgrade` are dropped by the rewrite.
+/// Whether the request is a valid WebSocket handshake. A `Connection: upgrade` on anything
+/// else is refused rather than half-forwarded; an `Upgrade` header without it asks for nothing
+/// and is dropped by the rewrite, as every protocol but websocket is.
 fn websocket_handshake(head: &Head) -> Result<bool, HeadError> {
     let asks_upgrade = head.has_token("connection", "upgrade");
     let offers_websocket = head.has_token("upgrade", "websocket");
-    if !asks_upgrade && !offers_websocket {
+    if !asks_upgrade {
         return Ok(false);
     }
     let mut keys = head.values("sec-websocket-key");
@@ -338,13 +338,16 @@ mod tests {
             WS.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
             WS.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"),
             WS.replace("GET", "POST"),
-            WS.replace("keep-alive, Upgrade", "keep-alive"),
             "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n".into(),
         ] {
             assert!(req(&broken).is_err(), "{broken}");
         }
-        let h2c_only = req("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n").unwrap();
-        assert!(!h2c_only.request.websocket);
+        for asks_nothing in ["Upgrade: h2c", "Upgrade: websocket"] {
+            let h = req(&format!("GET / HTTP/1.1\r\nHost: x\r\n{asks_nothing}\r\n\r\n")).unwrap();
+            assert!(!h.request.websocket);
+        }
+        let no_connection_upgrade = req(&WS.replace("keep-alive, Upgrade", "keep-alive")).unwrap();
+        assert!(!no_connection_upgrade.request.websocket);
     }
 
     #[test]
