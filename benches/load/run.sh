@@ -13,6 +13,8 @@
 # env:   DUR=8 REPS=5 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000 LBM_CONNS="1 2 8"
 #        PROXIES="haproxy nginx qlik-lb" RUN=/tmp/qlik-lb-load OUT=benches/load/results/<stamp>
 #        QLB_BIN=<a qlik-lb binary to measure instead of building this checkout>
+#        SCENARIOS="http ws lbm hold reload" (a subset runs only those, e.g. SCENARIOS=http for the
+#        keep-alive, sticky and new-connection figures)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,6 +30,7 @@ HOLD_N=${HOLD_N:-8000}
 HOLD_SECS=${HOLD_SECS:-8}
 RELOAD_N=${RELOAD_N:-1000}
 LBM_CONNS=${LBM_CONNS:-"1 2 8"}
+SCENARIOS=${SCENARIOS:-"http ws lbm hold reload"}
 SIM_BASE=9301
 PROXIES=${PROXIES:-"haproxy nginx qlik-lb"}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
@@ -187,7 +190,7 @@ env_info() {
         haproxy -v | head -1; nginx -v 2>&1; wrk -v 2>&1 | head -1 || true
         echo "qlik-lb: ${QLB_BIN:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}"
         echo "ulimit -n: $(ulimit -n)"
-        echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N"
+        echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N SCENARIOS=$SCENARIOS"
     } >"$OUT/env.txt" 2>&1
 }
 
@@ -385,11 +388,12 @@ all() {
     for p in $PROXIES; do start_proxy "$p"; done
     sanity >"$OUT/sanity.txt" 2>&1 || { cat "$OUT/sanity.txt" >&2; exit 1; }
 
-    http_scenarios
-    ws_rtt_scenarios
-    [[ " $PROXIES " == *" qlik-lb "* ]] && prioritize_scenario
-    for p in $PROXIES; do hold_scenario "$p"; done
-    for p in $PROXIES; do reload_scenario "$p"; done
+    wanted() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+    if wanted http; then http_scenarios; fi
+    if wanted ws; then ws_rtt_scenarios; fi
+    if wanted lbm && [[ " $PROXIES " == *" qlik-lb "* ]]; then prioritize_scenario; fi
+    if wanted hold; then for p in $PROXIES; do hold_scenario "$p"; done; fi
+    if wanted reload; then for p in $PROXIES; do reload_scenario "$p"; done; fi
 
     stop_all
     python3 "$HERE/summarize.py" "$OUT" >"$OUT/summary.md"

@@ -5,6 +5,7 @@
 use super::stream::Stream;
 use super::workers::Acceptor;
 use super::ProxyCtx;
+use crate::listen_limits::AcceptBackoff;
 use crate::runtime::FrontendRuntime;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
@@ -38,6 +39,7 @@ pub async fn serve_frontend(
             .frontend(&name)
             .map_or(initial.cfg.max_connections, |f| f.cfg.max_connections)
     };
+    let mut backoff = AcceptBackoff::default();
     loop {
         let slot = tokio::select! {
             s = limit.acquire(max_connections) => s,
@@ -50,12 +52,13 @@ pub async fn serve_frontend(
         let (tcp, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                // Out of file descriptors and similar: back off briefly instead of spinning.
+                // Out of file descriptors and similar: back off instead of spinning.
                 warn!(frontend = %name, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                tokio::time::sleep(backoff.failed()).await;
                 continue;
             }
         };
+        backoff.succeeded();
         let fe: Arc<FrontendRuntime> = ctx
             .runtime
             .load()

@@ -7,6 +7,7 @@
 
 pub mod backend_head;
 pub mod body;
+pub mod chunked;
 pub mod client_head;
 pub mod conn;
 mod exchange;

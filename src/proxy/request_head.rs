@@ -343,7 +343,10 @@ mod tests {
             assert!(req(&broken).is_err(), "{broken}");
         }
         for asks_nothing in ["Upgrade: h2c", "Upgrade: websocket"] {
-            let h = req(&format!("GET / HTTP/1.1\r\nHost: x\r\n{asks_nothing}\r\n\r\n")).unwrap();
+            let h = req(&format!(
+                "GET / HTTP/1.1\r\nHost: x\r\n{asks_nothing}\r\n\r\n"
+            ))
+            .unwrap();
             assert!(!h.request.websocket);
         }
         let no_connection_upgrade = req(&WS.replace("keep-alive, Upgrade", "keep-alive")).unwrap();
