@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod raw;
+pub mod scripted;
 
 use qlik_lb::app::Instance;
 use qlik_lb::config::Config;
@@ -108,4 +109,20 @@ pub async fn metric(instance: &Instance, sample_prefix: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .map(|v| v.parse().expect("numeric sample"))
         .unwrap_or(0.0)
+}
+
+/// Polls one metric sample until it reads `value`, or fails after `secs`.
+pub async fn metric_reaches(instance: &Instance, sample: &str, value: f64, secs: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let now = metric(instance, sample).await;
+        if now == value {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{sample} is {now}, not {value}, after {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -45,6 +45,27 @@ impl Reply {
     }
 }
 
+/// Reads one head (up to and including the empty line) and leaves what follows in `buf`; for
+/// interim answers and for checking framing headers before trusting them to read a body.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> String {
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        let mut chunk = [0u8; 8192];
+        let n = s.read(&mut chunk).await.expect("read head");
+        assert!(
+            n > 0,
+            "connection closed before a full head: {:?}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..end].to_vec()).expect("ascii head");
+    buf.drain(..end);
+    head
+}
+
 /// Reads one response (head + body by Content-Length or chunked or until close).
 pub async fn read_reply<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Reply {
     let head_end = loop {
