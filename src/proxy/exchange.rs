@@ -320,7 +320,10 @@ async fn acquire(
     loop {
         let b = chosen.backend.clone();
         let bound = match conn.ntlm.take() {
-            Some((nb, c)) if Arc::ptr_eq(&nb, &b) && !tries.fresh_only => Some(c),
+            Some((nb, mut c)) if Arc::ptr_eq(&nb, &b) && !tries.fresh_only => {
+                // Bound by Windows authentication, it is still taken only when clean.
+                c.is_clean().then_some(c)
+            }
             _ => None,
         };
         let pooled = bound.or_else(|| (!tries.fresh_only).then(|| b.idle.take()).flatten());

@@ -73,6 +73,13 @@ pub async fn connect(
         .map_err(|_| ConnectError::Timeout(authority.clone()))?
 }
 
+impl BackendConn {
+    /// Nothing arrived since the last answer was read (see `is_clean`).
+    pub fn is_clean(&mut self) -> bool {
+        self.buf.is_empty() && is_clean(&mut self.io)
+    }
+}
+
 /// Idle connections of one backend, one list per worker thread.
 pub struct IdlePool {
     slots: Box<[Mutex<Vec<BackendConn>>]>,
@@ -97,7 +104,7 @@ impl IdlePool {
     pub fn take(&self) -> Option<BackendConn> {
         loop {
             let mut conn = self.mine().lock().expect("idle pool lock").pop()?;
-            if conn.idle_since.elapsed() < MAX_IDLE_AGE && is_clean(&mut conn.io) {
+            if conn.idle_since.elapsed() < MAX_IDLE_AGE && conn.is_clean() {
                 conn.reused = true;
                 return Some(conn);
             }
