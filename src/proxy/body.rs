@@ -70,10 +70,20 @@ impl ChunkedScanner {
     /// Consumes bytes of the body; returns how many belong to it (fewer than `bytes.len()` only
     /// when the body ended inside `bytes`).
     pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, BodyError> {
+        self.scan_data(bytes, |_| {})
+    }
+
+    /// `scan`, also handing each run of chunk data to `data` (the decoded body, in order).
+    pub fn scan_data(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<usize, BodyError> {
         let mut i = 0;
         while i < bytes.len() {
             if let Chunk::Data(n) = self.0 {
                 let take = (n as usize).min(bytes.len() - i);
+                data(&bytes[i..i + take]);
                 i += take;
                 let left = n - take as u64;
                 self.0 = if left == 0 {
@@ -256,6 +266,19 @@ mod tests {
             assert_eq!(s.scan(std::slice::from_ref(b)).unwrap(), 1);
         }
         assert!(s.is_done());
+    }
+
+    #[test]
+    fn scan_data_hands_over_the_decoded_body() {
+        let body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut s = ChunkedScanner::default();
+        let mut decoded = Vec::new();
+        for piece in body.chunks(4) {
+            s.scan_data(piece, |d| decoded.extend_from_slice(d))
+                .unwrap();
+        }
+        assert!(s.is_done());
+        assert_eq!(decoded, b"hello world");
     }
 
     #[test]
