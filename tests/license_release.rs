@@ -232,6 +232,110 @@ async fn status_rules_yes_no_ignore() {
     .unwrap();
 }
 
+#[tokio::test]
+async fn a_user_record_without_tags_is_protected_and_not_deleted() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        let old = days_ago(60);
+        let untagged = give(
+            &site.qrs,
+            user("LAB", "untagged", |u| {
+                u.omitted_fields = vec!["tags".into()]
+            }),
+            LicenseType::Professional,
+            old,
+        );
+        // An empty list is an answer: this one goes.
+        let empty_tags = give(
+            &site.qrs,
+            user("LAB", "emptytags", |_| {}),
+            LicenseType::Professional,
+            old,
+        );
+        let mut cfg = site.release_config();
+        cfg.never.tags = vec!["License do not release".into()];
+        let report = site.release(&cfg, now(), false).await;
+
+        assert_eq!(
+            decision_of(&report, &untagged),
+            (DecisionKind::Protected, "missing tags".to_string())
+        );
+        assert_eq!(decision_of(&report, &empty_tags).0, DecisionKind::Released);
+        assert_eq!(site.deleted_ids(), vec![empty_tags]);
+        assert!(site.qrs.allocation(&untagged).is_some());
+        let lines = audit::read_all(&site.audit_path()).unwrap();
+        let line = lines.iter().find(|l| l.allocation_id == untagged).unwrap();
+        assert_eq!(
+            (
+                line.decision.as_str(),
+                line.reason.as_str(),
+                line.user.as_str()
+            ),
+            ("protected", "missing tags", "LAB\\untagged")
+        );
+        assert_eq!(report.summary.outcome, Outcome::Ok);
+
+        // Without a tags rule nothing reads the field, and the same record is released.
+        cfg.never.tags.clear();
+        let report = site.release(&cfg, now(), false).await;
+        assert_eq!(decision_of(&report, &untagged).0, DecisionKind::Released);
+        assert!(site.qrs.allocation(&untagged).is_none());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn every_field_a_configured_rule_reads_protects_when_missing() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        let old = days_ago(60);
+        let mut missing = Vec::new();
+        for field in [
+            "tags",
+            "customProperties",
+            "inactive",
+            "blacklisted",
+            "removedExternally",
+        ] {
+            let id = give(
+                &site.qrs,
+                user("LAB", field, |u| u.omitted_fields = vec![field.into()]),
+                LicenseType::Analyzer,
+                old,
+            );
+            missing.push((field, id));
+        }
+        let complete = give(
+            &site.qrs,
+            user("LAB", "complete", |_| {}),
+            LicenseType::Analyzer,
+            old,
+        );
+        let mut cfg = site.release_config();
+        cfg.never.tags = vec!["keep".into()];
+        cfg.never.custom_properties = vec![CustomPropertyRule {
+            name: "LicenseManage".into(),
+            value: "do-not-release".into(),
+        }];
+        cfg.never.inactive = FlagRule::Yes;
+        cfg.never.blocked = FlagRule::Yes;
+        cfg.never.removed_externally = FlagRule::Yes;
+        let report = site.release(&cfg, now(), false).await;
+
+        for (field, id) in &missing {
+            assert_eq!(
+                decision_of(&report, id),
+                (DecisionKind::Protected, format!("missing {field}")),
+                "{field}"
+            );
+        }
+        assert_eq!(site.deleted_ids(), vec![complete]);
+    })
+    .await
+    .unwrap();
+}
+
 #[test]
 fn cutoff_is_the_end_of_the_local_day() {
     let now = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap();

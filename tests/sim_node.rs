@@ -522,3 +522,56 @@ async fn a_node_can_stop_and_resume_accepting() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn framing_is_read_as_the_front_door_reads_it() {
+    within("framing", async {
+        let node = node("node3").await;
+        // Each is refused by qlik-lb's own head parser; the node refuses it too, and says so.
+        for raw in [
+            // The last Transfer-Encoding line decides, and it is not chunked.
+            &b"POST /hub HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
+            // HTTP/1.0 has no Transfer-Encoding.
+            b"POST /hub HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /hub HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabc",
+            // An HTTP/1.1 request without Host.
+            b"GET /hub HTTP/1.1\r\n\r\n",
+            // A chunk size that is not hex.
+            b"POST /hub HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let product = qlik_lb::proxy::head::parse_request(bytes::Bytes::copy_from_slice(
+                &raw[..head_end],
+            ));
+            let mut client = Client::connect(node.addr()).await;
+            let reply = client.send(raw).await;
+            let what = String::from_utf8_lossy(raw);
+            assert_eq!(reply.status, 400, "{what}");
+            assert_eq!(reply.header("X-Sim-Node"), Some("node3"), "{what}");
+            if let Err(e) = product {
+                assert_eq!(String::from_utf8_lossy(&reply.body), e.reason(), "{what}");
+            }
+            let mut rest = [0u8; 1];
+            let after = client.stream.read(&mut rest).await;
+            assert!(!matches!(after, Ok(n) if n > 0), "closed after {what}");
+        }
+
+        // A chunked control change announced with Expect: 100-continue is decoded and applied.
+        let mut client = Client::connect(node.addr()).await;
+        let continued = client
+            .send(b"POST /__sim/control HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .await;
+        assert_eq!(continued.status, 100);
+        let applied = client.send(b"5\r\n{\"cpu\r\n5\r\n\":42}\r\n0\r\n\r\n").await;
+        assert_eq!(applied.status, 200);
+        assert_eq!(applied.json()["cpu"], 42.0);
+
+        // Pipelined requests are answered in order on the same connection.
+        let first = client
+            .send(b"GET /__sim/echo/1 HTTP/1.1\r\nHost: a\r\n\r\nGET /__sim/echo/2 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await;
+        assert_eq!(first.json()["target"], "/__sim/echo/1");
+        assert_eq!(client.send(b"").await.json()["target"], "/__sim/echo/2");
+    })
+    .await;
+}

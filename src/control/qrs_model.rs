@@ -55,6 +55,8 @@ pub struct UserRef {
     pub user_directory: String,
 }
 
+/// The fields the never-release rules read are `None` when the record lacks them (or holds
+/// `null`): an absent list is not an empty one, and a rule must not read "no tags" into it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QrsUser {
@@ -62,15 +64,15 @@ pub struct QrsUser {
     pub user_id: String,
     pub user_directory: String,
     #[serde(default)]
-    pub tags: Vec<Tag>,
+    pub tags: Option<Vec<Tag>>,
     #[serde(default)]
-    pub custom_properties: Vec<CustomPropertyValue>,
+    pub custom_properties: Option<Vec<CustomPropertyValue>>,
     #[serde(default)]
-    pub inactive: bool,
+    pub inactive: Option<bool>,
     #[serde(default)]
-    pub blacklisted: bool,
+    pub blacklisted: Option<bool>,
     #[serde(default)]
-    pub removed_externally: bool,
+    pub removed_externally: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

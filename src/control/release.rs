@@ -332,9 +332,9 @@ impl ReleaseRun<'_> {
                     settled.push(d);
                 }
                 Some(user) => match protecting_rule(user, &self.config.never) {
-                    Some(rule) => {
+                    Some(protection) => {
                         d.decision = DecisionKind::Protected;
-                        d.reason = rule.as_str().to_string();
+                        d.reason = protection.reason();
                         settled.push(d);
                     }
                     None => candidates.push(Candidate { decision: d }),

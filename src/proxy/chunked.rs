@@ -101,12 +101,22 @@ impl ChunkedScanner {
     /// Consumes bytes of the body; `consumed` is fewer than `bytes.len()` only when the body
     /// ended inside `bytes`.
     pub fn scan(&mut self, bytes: &[u8]) -> Result<Scanned, BadChunk> {
+        self.scan_data(bytes, |_| {})
+    }
+
+    /// `scan`, also handing each run of chunk data to `data` (the decoded body, in order).
+    pub fn scan_data(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Scanned, BadChunk> {
         let dropping = |s: &ChunkedScanner| s.drop_trailers && s.in_trailer();
         let mut forward = if dropping(self) { Some(0) } else { None };
         let mut i = 0;
         while i < bytes.len() {
             if let Chunk::Data(n) = self.state {
                 let take = (n as usize).min(bytes.len() - i);
+                data(&bytes[i..i + take]);
                 i += take;
                 let left = n - take as u64;
                 self.state = if left == 0 {
@@ -299,5 +309,18 @@ mod tests {
         assert!(scan_all(b"3\r\nabcX").is_err(), "data longer than its size");
         let long = [b"5;".as_slice(), &[b'a'; 5000]].concat();
         assert!(scan_all(&long).is_err(), "an endless extension");
+    }
+
+    #[test]
+    fn scan_data_hands_over_the_decoded_body() {
+        let body = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut s = ChunkedScanner::new(false);
+        let mut decoded = Vec::new();
+        for piece in body.chunks(4) {
+            s.scan_data(piece, |d| decoded.extend_from_slice(d))
+                .unwrap();
+        }
+        assert!(s.is_done());
+        assert_eq!(decoded, b"hello world");
     }
 }

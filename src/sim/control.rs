@@ -20,7 +20,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use super::engine::Knobs;
 use super::node::NodeInner;
-use super::wire::{Request, Response};
+use super::request::Request;
+use super::response::Response;
 
 pub const CONTROL_PATH: &str = "/__sim/control";
 
@@ -172,7 +173,7 @@ fn error_response(status: u16, message: &str) -> Response {
 }
 
 pub(crate) async fn handle(node: &NodeInner, request: &Request) -> Response {
-    match request.method.as_str() {
+    match request.method() {
         "GET" | "HEAD" => status_response(node),
         "POST" => {
             if request.body_len > request.body.len() as u64 {

@@ -2,12 +2,14 @@
 
 pub mod certs;
 pub mod cli;
+mod conn;
 pub mod control;
 pub mod engine;
 pub mod node;
 pub mod qix;
 pub mod qps;
 pub mod qrs;
+pub mod request;
+mod response;
 mod serve;
 pub mod site;
-pub mod wire;

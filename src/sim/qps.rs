@@ -4,7 +4,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
-use super::wire::Request;
+use super::request::Request;
 
 /// First path segments that are QPS's own paths, never a virtual proxy prefix.
 const ROOT_SEGMENTS: &[&str] = &[
@@ -69,8 +69,7 @@ pub fn session_cookie_name(prefix: Option<&str>) -> String {
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie_value<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
     request
-        .headers
-        .iter()
+        .headers()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
         .filter_map(|(_, v)| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
@@ -209,17 +208,11 @@ mod tests {
     }
 
     fn request_with_cookie(cookie: Option<&str>) -> Request {
-        Request {
-            method: "GET".into(),
-            target: "/hub".into(),
-            minor_version: 1,
-            headers: cookie
-                .map(|c| ("Cookie".to_string(), c.as_bytes().to_vec()))
-                .into_iter()
-                .collect(),
-            body: Vec::new(),
-            body_len: 0,
-        }
+        let cookie = cookie
+            .map(|c| format!("Cookie: {c}\r\n"))
+            .unwrap_or_default();
+        Request::parse(format!("GET /hub HTTP/1.1\r\nHost: sim\r\n{cookie}\r\n").as_bytes())
+            .unwrap()
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! `[/<prefix>]/app/<id>` WebSocket upgrades (QIX), and QPS-like answers everywhere else.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -14,14 +13,14 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::{Conn, Incoming};
 use super::control::{self, CONTROL_PATH};
 use super::node::NodeInner;
 use super::qix::{self, QixSession};
 use super::qps::{self, SessionCheck};
-use super::wire::{Conn, Request, Response};
+use super::request::Request;
+use super::response::Response;
 
-/// QPS's default HTTP keep-alive.
-const KEEP_ALIVE: Duration = Duration::from_secs(300);
 const ECHO_PATH: &str = "/__sim/echo";
 
 enum Reply {
@@ -42,19 +41,16 @@ pub(crate) async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let mut conn = Conn::new(stream);
     loop {
-        let request = tokio::select! {
+        let incoming = tokio::select! {
             _ = stop.cancelled() => return,
-            request = conn.read_request(KEEP_ALIVE) => request,
+            incoming = conn.read_request() => incoming,
         };
-        let request = match request {
-            Ok(Some(request)) => request,
-            Ok(None) => return,
-            Err(e) => {
-                if let Some(status) = e.status() {
-                    let response =
-                        Response::text(status, e.to_string()).header("Connection", "close");
-                    let _ = conn.write_response(&stamped(&node, response), false).await;
-                }
+        let request = match incoming {
+            Incoming::Request(request) => request,
+            Incoming::Closed => return,
+            Incoming::Refused(status, why) => {
+                let response = Response::text(status, why).header("Connection", "close");
+                let _ = conn.write_response(&stamped(&node, response), false).await;
                 return;
             }
         };
@@ -62,7 +58,7 @@ pub(crate) async fn serve_connection(
             _ = stop.cancelled() => return,
             reply = route(&node, &request) => reply,
         };
-        let head_only = request.method == "HEAD";
+        let head_only = request.method() == "HEAD";
         match reply {
             Reply::Http(response) => {
                 let close = request.wants_close();
@@ -93,6 +89,9 @@ pub(crate) async fn serve_connection(
                     return;
                 }
                 let (stream, already_read) = conn.into_parts();
+                // The parsed head shares the read buffer's allocation: a session that lasts
+                // hours must not keep it.
+                drop(request);
                 let ws =
                     WebSocketStream::from_partially_read(stream, already_read, Role::Server, None)
                         .await;
@@ -139,7 +138,7 @@ async fn route(node: &NodeInner, request: &Request) -> Reply {
 }
 
 fn health(node: &NodeInner, request: &Request) -> Response {
-    if request.method != "GET" && request.method != "HEAD" {
+    if request.method() != "GET" && request.method() != "HEAD" {
         return Response::text(405, "use GET").header("Allow", "GET, HEAD");
     }
     Response::json(
@@ -161,17 +160,16 @@ struct Echo<'a> {
 fn echo(node: &NodeInner, request: &Request) -> Response {
     let echo = Echo {
         node: &node.id,
-        method: &request.method,
-        target: &request.target,
-        version: if request.minor_version == 0 {
+        method: request.method(),
+        target: request.target(),
+        version: if request.minor_version() == 0 {
             "HTTP/1.0"
         } else {
             "HTTP/1.1"
         },
         headers: request
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value).into_owned()))
+            .headers()
+            .map(|(name, value)| (name, String::from_utf8_lossy(value).into_owned()))
             .collect(),
         body_len: request.body_len,
     };

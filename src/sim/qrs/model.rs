@@ -29,6 +29,9 @@ pub struct SimUser {
     pub inactive: bool,
     pub blacklisted: bool,
     pub removed_externally: bool,
+    /// Fields left out of this user's record (`"tags"`, `"blacklisted"`, ...), as a QRS of
+    /// another version or a trimmed answer may send it.
+    pub omitted_fields: Vec<String>,
 }
 
 impl SimUser {
@@ -44,6 +47,7 @@ impl SimUser {
             inactive: false,
             blacklisted: false,
             removed_externally: false,
+            omitted_fields: Vec::new(),
         }
     }
 
@@ -69,7 +73,7 @@ impl SimUser {
                 })
             })
             .collect();
-        json!({
+        let mut record = json!({
             "id": self.id,
             "createdDate": "2023-02-01T10:00:00.000Z",
             "modifiedDate": "2024-09-20T14:03:27.000Z",
@@ -88,7 +92,13 @@ impl SimUser {
             "tags": tags,
             "privileges": null,
             "schemaPath": "User"
-        })
+        });
+        if let Some(fields) = record.as_object_mut() {
+            for field in &self.omitted_fields {
+                fields.remove(field);
+            }
+        }
+        record
     }
 
     fn condensed(&self) -> Value {
