@@ -540,7 +540,7 @@ async fn framing_is_read_as_the_front_door_reads_it() {
             b"POST /hub HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         ] {
             let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-            let product = qlik_lb::proxy::head::parse_request(bytes::Bytes::copy_from_slice(
+            let product = qlik_lb::proxy::request_head::parse_request(bytes::Bytes::copy_from_slice(
                 &raw[..head_end],
             ));
             let mut client = Client::connect(node.addr()).await;
