@@ -8,7 +8,7 @@ use qlik_lb::balance::cookie::CookieCodec;
 use qlik_lb::balance::Pool;
 use qlik_lb::config::Config;
 use qlik_lb::metrics::Metrics;
-use qlik_lb::proxy::head::parse_request;
+use qlik_lb::proxy::request_head::parse_request;
 use qlik_lb::proxy::rewrite::{upstream_request, RequestRewrite};
 use qlik_lb::proxy::route::route;
 use qlik_lb::runtime::{Runtime, Shared};
