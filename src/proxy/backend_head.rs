@@ -79,15 +79,14 @@ pub fn parse_response(raw: Bytes, request_was_head: bool) -> Result<Head, HeadEr
     let version_minor = res.version.unwrap_or(1);
     let mut head = Head::from_parsed(&raw, res.headers, version_minor, 0..0, 0..0, status);
     let last_coding = head.tokens("transfer-encoding").last().unwrap_or_default();
-    if head.values("transfer-encoding").next().is_some()
-        && !trim(last_coding).eq_ignore_ascii_case(b"chunked")
-    {
+    let te = head.values("transfer-encoding").next().is_some();
+    if te && !trim(last_coding).eq_ignore_ascii_case(b"chunked") {
         return Err(HeadError::Framing(
             "Transfer-Encoding without a final chunked",
         ));
     }
     let length = content_length(&head)?.map(|(n, _)| n);
-    let declared = body_framing(&head, length)?;
+    let declared = body_framing(&head, te, length)?;
     head.framing =
         if request_was_head || (100..200).contains(&status) || status == 204 || status == 304 {
             Framing::Empty

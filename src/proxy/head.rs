@@ -211,9 +211,12 @@ pub(super) fn content_length(head: &Head) -> Result<Option<(u64, bool)>, HeadErr
     Ok(length)
 }
 
-/// The framing of a message whose transfer codings were found acceptable by the caller.
-pub(super) fn body_framing(head: &Head, length: Option<u64>) -> Result<Option<Framing>, HeadError> {
-    let te = head.values("transfer-encoding").next().is_some();
+/// The framing of a message whose transfer codings (`te`: present) the caller found acceptable.
+pub(super) fn body_framing(
+    head: &Head,
+    te: bool,
+    length: Option<u64>,
+) -> Result<Option<Framing>, HeadError> {
     match (te, length) {
         (true, Some(_)) => Err(HeadError::Framing(
             "both Content-Length and Transfer-Encoding",

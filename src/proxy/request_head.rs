@@ -23,6 +23,36 @@ const READ_HERE: &[&str] = &[
     "sec-websocket-version",
 ];
 
+/// Which of the headers this reader decides by a head carries, found in one pass so that the
+/// common request (Host, cookies, no body) costs one walk over its lines, not one per rule.
+#[derive(Default)]
+struct Present {
+    host: u8,
+    connection: bool,
+    content_length: bool,
+    transfer_encoding: bool,
+    expect: bool,
+}
+
+impl Present {
+    fn of(head: &Head) -> Present {
+        let mut p = Present::default();
+        for h in &head.headers {
+            let name = head.name(h);
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            match name.len() {
+                4 if is("host") => p.host = p.host.saturating_add(1),
+                6 if is("expect") => p.expect = true,
+                10 if is("connection") => p.connection = true,
+                14 if is("content-length") => p.content_length = true,
+                17 if is("transfer-encoding") => p.transfer_encoding = true,
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
 /// Parses and checks a complete request head (`raw` ends with CRLFCRLF and has no bare LF).
 pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -32,16 +62,34 @@ pub fn parse_request(raw: Bytes) -> Result<Head, HeadError> {
     let target = offset(&raw, req.path.unwrap_or_default().as_bytes());
     let version_minor = req.version.unwrap_or(1);
     let mut head = Head::from_parsed(&raw, req.headers, version_minor, method, target, 0);
+    let present = Present::of(&head);
     check_target(&mut head)?;
-    check_host(&head)?;
-    check_connection(&head)?;
-    let length = content_length(&head)?;
-    check_transfer_encoding(&head)?;
-    head.framing = body_framing(&head, length.map(|(n, _)| n))?.unwrap_or(Framing::Empty);
+    check_host(&head, present.host)?;
+    if present.connection {
+        check_connection(&head)?;
+    }
+    let length = if present.content_length {
+        content_length(&head)?
+    } else {
+        None
+    };
+    if present.transfer_encoding {
+        check_transfer_encoding(&head)?;
+    }
+    head.framing = body_framing(&head, present.transfer_encoding, length.map(|(n, _)| n))?
+        .unwrap_or(Framing::Empty);
     head.request.repeated_length = length.is_some_and(|(_, repeated)| repeated);
-    head.request.websocket = websocket_handshake(&head)?;
-    head.request.expect_continue = expectation(&head)?;
-    head.close = wants_close(&head);
+    if present.connection {
+        head.request.websocket = websocket_handshake(&head)?;
+    }
+    if present.expect {
+        head.request.expect_continue = expectation(&head)?;
+    }
+    head.close = if present.connection {
+        wants_close(&head)
+    } else {
+        version_minor == 0
+    };
     Ok(head)
 }
 
@@ -87,17 +135,17 @@ fn check_target(head: &mut Head) -> Result<(), HeadError> {
     Ok(())
 }
 
-fn check_host(head: &Head) -> Result<(), HeadError> {
-    let mut hosts = head.values("host");
-    match (hosts.next(), hosts.next()) {
-        (Some(_), Some(_)) => Err(HeadError::Malformed("more than one Host header")),
-        (None, _) if head.version_minor == 1 => Err(HeadError::Malformed(
+fn check_host(head: &Head, count: u8) -> Result<(), HeadError> {
+    match count {
+        0 if head.version_minor == 1 => Err(HeadError::Malformed(
             "an HTTP/1.1 request needs a Host header",
         )),
-        (Some(h), None) if !is_authority(h) => Err(HeadError::Malformed(
+        0 => Ok(()),
+        1 if head.first("host").is_some_and(is_authority) => Ok(()),
+        1 => Err(HeadError::Malformed(
             "the Host header is not a valid authority",
         )),
-        _ => Ok(()),
+        _ => Err(HeadError::Malformed("more than one Host header")),
     }
 }
 
@@ -215,7 +263,7 @@ fn is_websocket_key(k: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
 }
 
-/// `Expect: 100-continue` on a request with a body; any other expectation is 417.
+/// `Expect: 100-continue` on an HTTP/1.1 request with a body; any other expectation is 417.
 fn expectation(head: &Head) -> Result<bool, HeadError> {
     let mut continue_asked = false;
     for token in head.tokens("expect") {
@@ -225,7 +273,8 @@ fn expectation(head: &Head) -> Result<bool, HeadError> {
             return Err(HeadError::Expectation);
         }
     }
-    Ok(continue_asked && head.framing != Framing::Empty)
+    // An HTTP/1.0 client is never sent a 100 (RFC 9110 §10.1.1).
+    Ok(continue_asked && head.framing != Framing::Empty && head.version_minor == 1)
 }
 
 #[cfg(test)]
