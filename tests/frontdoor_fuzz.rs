@@ -30,6 +30,9 @@ fn lossy(b: &[u8]) -> String {
 /// A violation of the invariant: `(kind, details)`.
 type Violation = (String, String);
 
+/// Survey mode: per kind of violation, how many cases, and the shortest input with its details.
+type Survey = BTreeMap<String, (usize, Vec<u8>, String)>;
+
 fn check_request(r: &Request) -> Result<(), Violation> {
     let head = lossy(&r.head);
     for name in STRIP {
@@ -81,21 +84,22 @@ fn check_request(r: &Request) -> Result<(), Violation> {
 
 fn check(sent: &Sent) -> Result<(), Violation> {
     if let Some((conn, e, all)) = sent.backend.errors.first() {
-        // The connection may be a pooled one: show what this case sent on it.
+        // The connection may be a pooled one: show what this case sent on it, from the
+        // refused point if that is earlier (bytes an earlier case left unfinished).
         let this_case = sent
             .backend
             .bytes
             .iter()
             .find(|(c, _)| c == conn)
-            .map(|(_, b)| b.as_slice())
-            .unwrap_or_default();
-        let from = all.len() - this_case.len();
+            .map_or(0, |(_, b)| b.len());
+        let from = (all.len() - this_case).min(e.at);
+        let earlier = all.len() - this_case - from;
         return Err((
             format!("backend could not parse: {}", e.why),
             format!(
-                "backend conn {conn} received {} (refused at byte {})",
-                lossy(this_case),
-                e.at.saturating_sub(from)
+                "backend conn {conn} received {} ({earlier} bytes of it from before this case; refused at byte {})",
+                lossy(&all[from..]),
+                e.at - from
             ),
         ));
     }
@@ -157,7 +161,7 @@ fn the_backend_reads_exactly_the_requests_the_client_was_answered_for() {
     let started = std::time::Instant::now();
     let survey = std::env::var_os("FRONTDOOR_FUZZ_SURVEY").is_some();
     // kind -> (count, shortest input, details)
-    let seen: Mutex<BTreeMap<String, (usize, Vec<u8>, String)>> = Mutex::default();
+    let seen: Mutex<Survey> = Mutex::default();
     let mut runner = TestRunner::new(cfg.clone());
     let result = runner.run(&case(), |c| {
         let outcome = rt.block_on(async {
