@@ -1,11 +1,15 @@
 //! Shared pieces of the integration tests: test backends (hyper HTTP + tokio-tungstenite
 //! WebSocket echo) on 127.0.0.1:0, an instance started from a config string, and a raw HTTP/1.1
-//! client for byte-level assertions.
+//! client for byte-level assertions; for §3.1, a recording backend, a strict reference parser
+//! and a front door over the recorder (`door`).
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod door;
 pub mod raw;
+pub mod recording;
 pub mod scripted;
+pub mod strict;
 
 use qlik_lb::app::Instance;
 use qlik_lb::config::Config;
