@@ -156,12 +156,16 @@ async fn options_asterisk_is_forwarded_as_sent() {
 }
 
 #[tokio::test]
+/// An `Upgrade` without `Connection: upgrade` asks for nothing: it is dropped, whatever it
+/// offers, and the request goes on as a plain one.
 async fn upgrade_h2c_and_http2_settings_are_removed() {
     let door = Door::start().await;
+    let websocket_alone = format!("GET /h HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n");
     for input in [
         "GET /h HTTP/1.1\r\nHost: a.example\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
         "GET /h HTTP/1.1\r\nHost: a.example\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
         "GET /h HTTP/1.1\r\nHost: a.example\r\nUpgrade: h2c\r\n\r\n",
+        websocket_alone.as_str(),
     ] {
         let (sent, s) = forwarded(&door, input).await;
         assert_eq!(sent.status(), Some(200), "{input:?}");
