@@ -389,3 +389,22 @@ fn valid_authority(h: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Chunk-size lines that have no one reading (RFC 9112 §7.1.1), shared by the parser's own
+/// tests and the front door's: each must be refused by both.
+pub const BAD_CHUNK_LINES: &[&[u8]] = &[
+    b"zz",
+    b"0000000000000005",
+    b"5 ",
+    b"5;",
+    b"5;a b",
+    b"5;a=",
+    b"5;a=\"x",
+    b"5;a=\x01",
+    b"5;=x",
+    b";a",
+    b"-5",
+    b"5\n",
+    b"5\r",
+    b"5;a\nb",
+];
