@@ -9,7 +9,17 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct ConnLimit {
     open: AtomicUsize,
+    /// Acceptors waiting for a slot: a closing connection takes the notifier's lock only then.
+    waiting: AtomicUsize,
     changed: Notify,
+}
+
+struct Waiting<'a>(&'a ConnLimit);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One open client connection; its drop frees the slot.
@@ -17,19 +27,22 @@ pub struct ConnSlot(Arc<ConnLimit>);
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_waiters();
+        // SeqCst pairs with `acquire`: either it sees this slot freed, or this sees it waiting.
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        if self.0.waiting.load(Ordering::SeqCst) > 0 {
+            self.0.changed.notify_waiters();
+        }
     }
 }
 
 impl ConnLimit {
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.open.load(Ordering::SeqCst)
     }
 
     fn try_take(self: &Arc<Self>, max: usize) -> Option<ConnSlot> {
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < max).then_some(n + 1)
             })
             .ok()
@@ -38,6 +51,12 @@ impl ConnLimit {
 
     /// A slot under the limit `max()` gives at the time; waits while the frontend is full.
     pub async fn acquire(self: &Arc<Self>, max: impl Fn() -> usize) -> ConnSlot {
+        if let Some(slot) = self.try_take(max()) {
+            return slot;
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        // Counted down however the wait ends, a stopped listener's included.
+        let _waiting = Waiting(self);
         loop {
             // Registered before the check, so a slot freed in between is not missed.
             let freed = self.changed.notified();
