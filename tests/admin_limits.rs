@@ -22,26 +22,10 @@ const OUTER: Duration = Duration::from_secs(20);
 /// An instance with an admin listener (token required) over one test backend `b1`.
 async fn instance(dir: &std::path::Path, b1: &TestBackend) -> Instance {
     std::fs::write(dir.join("admin.token"), format!("{TOKEN}\n")).unwrap();
-    let toml = format!(
-        r#"[admin]
-listen = "127.0.0.1:0"
-token_file = "admin.token"
-shutdown_grace = "2s"
-
-[[frontend]]
-name = "public"
-listen = "127.0.0.1:0"
-pool = "proxies"
-
-[[pool]]
-name = "proxies"
-  [pool.health]
-  check = "tcp"
-  [[pool.backend]]
-  id = "b1"
-  url = "http://{}"
-"#,
-        b1.addr_string()
+    let toml = support::frontdoor_config(&[("b1", b1.addr_string())], "", "").replacen(
+        "[admin]\n",
+        "[admin]\ntoken_file = \"admin.token\"\n",
+        1,
     );
     support::start_in(&toml, dir).await
 }
