@@ -383,3 +383,212 @@ async fn run() {
     assert!(oks >= 10.0, "ten reloads counted, got {oks}");
     drop(hanging);
 }
+
+// --- A backend id whose url changes (§5): fresh live state at the new address. ---
+
+fn moved_config(node1: &str, weight: u32, max_connections: u32) -> String {
+    format!(
+        r#"[admin]
+listen = "127.0.0.1:0"
+shutdown_grace = "2s"
+
+[[frontend]]
+name = "public"
+listen = "127.0.0.1:0"
+pool = "proxies"
+max_connections = {max_connections}
+
+[[pool]]
+name = "proxies"
+balance = "round-robin"
+connect_timeout = "2s"
+response_timeout = "10s"
+  [pool.health]
+  # TCP checks: only the proxied requests count at the backends.
+  check = "tcp"
+  interval = "1h"
+  [[pool.backend]]
+  id = "node1"
+  url = "http://{node1}"
+  weight = {weight}
+"#
+    )
+}
+
+/// Writes the config file and reloads it through the API trigger; the reload must succeed.
+async fn reload_to(instance: &Instance, path: &Path, text: &str) {
+    write_in_place(path, text);
+    let outcome = instance.reload(Trigger::Api).await;
+    assert!(outcome.ok, "reload failed: {:?}", outcome.errors);
+    assert_eq!(outcome.hash.as_deref(), Some(sha256_hex(text).as_str()));
+}
+
+/// Ejected with a long back-off (30 s), a failed check and a health sample: state a url change
+/// must reset and any other change must keep.
+fn spoil(b: &qlik_lb::balance::registry::Backend) {
+    for _ in 0..6 {
+        b.eject();
+    }
+    b.record_check(Err("probe refused".into()), 2, 3);
+    b.set_health(Some(HealthSample {
+        health: EngineHealth {
+            saturated: true,
+            ..Default::default()
+        },
+        taken: Instant::now(),
+        taken_wall: SystemTime::now(),
+    }));
+    assert!(b.is_ejected() && !b.is_available());
+}
+
+async fn answered_by(s: &mut TcpStream, buf: &mut Vec<u8>, req: &str) -> String {
+    let reply = raw::exchange(s, buf, req.as_bytes()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_ne!(reply.header("connection"), Some("close"));
+    reply.header("x-backend").expect("x-backend").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_moved_to_another_url_is_reached_there_with_fresh_state() {
+    within(30, async {
+        let a = TestBackend::start("A").await;
+        let b = TestBackend::start("B").await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qlik-lb.toml");
+        let text = moved_config(&a.addr_string(), 1, 100);
+        write_in_place(&path, &text);
+        let instance = Instance::start(Config::load(&path).unwrap()).await.unwrap();
+        let public = instance.frontend_addr("public").unwrap();
+        let registry = &instance.shared.registry;
+
+        // A plain keep-alive client and one bound by Windows authentication, both served by A.
+        let plain_req = format!("GET /plain HTTP/1.1\r\nHost: {public}\r\n\r\n");
+        let ntlm_req = format!(
+            "GET /ntlm HTTP/1.1\r\nHost: {public}\r\nAuthorization: NTLM TlRMTVNTUAAB\r\n\r\n"
+        );
+        let mut plain = TcpStream::connect(public).await.unwrap();
+        let mut ntlm = TcpStream::connect(public).await.unwrap();
+        let (mut plain_buf, mut ntlm_buf) = (Vec::new(), Vec::new());
+        assert_eq!(
+            answered_by(&mut plain, &mut plain_buf, &plain_req).await,
+            "A"
+        );
+        assert_eq!(answered_by(&mut ntlm, &mut ntlm_buf, &ntlm_req).await, "A");
+        assert_eq!(a.request_count(), 2);
+
+        let old = registry.get("proxies", "node1").unwrap();
+        spoil(&old);
+
+        reload_to(&instance, &path, &moved_config(&b.addr_string(), 1, 100)).await;
+
+        let new = registry.get("proxies", "node1").unwrap();
+        assert!(
+            !Arc::ptr_eq(&old, &new),
+            "a url change gives the id a new live state"
+        );
+        assert!(old.is_removed(), "the old address's state is retired");
+        assert_eq!(new.target().url.authority(), b.addr_string());
+        assert!(!new.is_ejected() && new.is_available(), "ejection reset");
+        assert!(new.health().is_none(), "engine health sample reset");
+        let checks = new.check_state();
+        assert_eq!(checks.consecutive_fail, 0, "rise/fall counters reset");
+        assert_eq!(checks.last_error, None);
+
+        // Every request after the reload reaches B: on both existing keep-alive connections
+        // (neither the pooled nor the Windows-auth-bound connection to A is reused) and on new ones.
+        for _ in 0..3 {
+            assert_eq!(
+                answered_by(&mut plain, &mut plain_buf, &plain_req).await,
+                "B"
+            );
+            assert_eq!(answered_by(&mut ntlm, &mut ntlm_buf, &ntlm_req).await, "B");
+        }
+        for _ in 0..2 {
+            let reply = raw::get(public, "/fresh", &[]).await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+            assert_eq!(reply.header("x-backend"), Some("B"));
+        }
+        assert_eq!(a.request_count(), 2, "A got nothing after the reload");
+        assert_eq!(b.request_count(), 8);
+        // The new state counts its own load; the retired one is left at zero by its leases
+        // (a lease ends just after the answer's last byte is written).
+        support::eventually(5, || new.inflight() == 0 && old.inflight() == 0).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeping_a_backends_url_keeps_its_state() {
+    within(30, async {
+        let a = TestBackend::start("A").await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qlik-lb.toml");
+        write_in_place(&path, &moved_config(&a.addr_string(), 1, 100));
+        let instance = Instance::start(Config::load(&path).unwrap()).await.unwrap();
+        let registry = &instance.shared.registry;
+        let old = registry.get("proxies", "node1").unwrap();
+        support::eventually(5, || old.check_state().last_check.is_some()).await;
+        spoil(&old);
+
+        // Only the weight changes.
+        reload_to(&instance, &path, &moved_config(&a.addr_string(), 3, 100)).await;
+
+        let now = registry.get("proxies", "node1").unwrap();
+        assert!(
+            Arc::ptr_eq(&old, &now),
+            "same id at the same url: the same live state"
+        );
+        assert!(!now.is_removed());
+        assert_eq!(now.target().weight, 3);
+        assert!(now.is_ejected() && !now.is_available(), "ejection kept");
+        assert!(now.health().expect("health sample kept").health.saturated);
+        let checks = now.check_state();
+        assert_eq!(checks.consecutive_fail, 1);
+        assert_eq!(checks.last_error.as_deref(), Some("probe refused"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_lowering_max_connections_makes_a_new_connection_wait() {
+    within(30, async {
+        let a = TestBackend::start("A").await;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qlik-lb.toml");
+        write_in_place(&path, &moved_config(&a.addr_string(), 1, 3));
+        let instance = Instance::start(Config::load(&path).unwrap()).await.unwrap();
+        let public = instance.frontend_addr("public").unwrap();
+        let req = format!("GET /held HTTP/1.1\r\nHost: {public}\r\n\r\n");
+        let mut first = TcpStream::connect(public).await.unwrap();
+        let mut second = TcpStream::connect(public).await.unwrap();
+        let (mut buf1, mut buf2) = (Vec::new(), Vec::new());
+        answered_by(&mut first, &mut buf1, &req).await;
+        answered_by(&mut second, &mut buf2, &req).await;
+
+        reload_to(&instance, &path, &moved_config(&a.addr_string(), 1, 2)).await;
+        assert_eq!(instance.frontend_addr("public"), Some(public));
+
+        let mut third = TcpStream::connect(public)
+            .await
+            .expect("connect via the backlog");
+        third
+            .write_all(b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut probe = [0u8; 1];
+        let peeked = tokio::time::timeout(Duration::from_millis(500), third.peek(&mut probe)).await;
+        assert!(
+            peeked.is_err(),
+            "the third connection was served (or closed: {peeked:?}) over the lowered limit"
+        );
+        // The two open connections keep working; closing one lets the third in.
+        answered_by(&mut first, &mut buf1, &req).await;
+        drop(first);
+        let mut buf = Vec::new();
+        let reply = within(5, raw::read_reply(&mut third, &mut buf)).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert_eq!(reply.json()["path"], "/third");
+        answered_by(&mut second, &mut buf2, &req).await;
+    })
+    .await;
+}

@@ -174,7 +174,10 @@ impl Backend {
 
     pub fn set_up(&self, up: bool) {
         let was = self.up.swap(up, Ordering::Relaxed);
-        self.metrics.up.set(up as i64);
+        if !self.is_removed() {
+            // A late probe of a replaced backend must not overwrite its successor's gauge.
+            self.metrics.up.set(up as i64);
+        }
         if was && !up {
             self.idle.clear();
             self.dead_signal.send_modify(|n| *n += 1);
@@ -183,6 +186,25 @@ impl Backend {
 
     pub(crate) fn mark_removed(&self) {
         self.removed.store(true, Ordering::Relaxed);
+    }
+
+    /// Replaced by a backend at a new address under the same id: out of every later snapshot,
+    /// its idle connections closed. In-flight requests and tunnels keep their leases on it.
+    fn retire(&self) {
+        self.mark_removed();
+        self.idle.clear();
+    }
+
+    /// Returns a clean connection to the idle pool, unless this backend left the config (or was
+    /// replaced by one at another address) since: then the connection is closed.
+    pub fn put_idle(&self, conn: crate::proxy::upstream::BackendConn) {
+        if !self.is_removed() {
+            self.idle.put(conn);
+            // Retired meanwhile: `retire` may have cleared the pool before this connection went in.
+            if self.is_removed() {
+                self.idle.clear();
+            }
+        }
     }
 
     /// A connect failure or reset: take the backend out of rotation for a doubling back-off at
@@ -346,15 +368,27 @@ impl Registry {
         &self.metrics
     }
 
-    /// The live backend for (pool, id), created on first sight; its target is updated.
+    /// The live backend for (pool, id), created on first sight; its target is updated. An id
+    /// whose url changed gets a new backend with fresh state (health, checks, back-off, idle
+    /// connections); the old one is retired: its idle connections to the old address are closed
+    /// and its in-flight requests and tunnels run to their end on their own counters. Only the
+    /// operator's drain flag carries over, as it is about the id, not the address.
     pub fn upsert(&self, pool: &str, id: &str, target: BackendTarget) -> Arc<Backend> {
         let mut map = self.backends.lock().expect("registry lock");
         let key = (pool.to_string(), id.to_string());
+        let mut draining = false;
         if let Some(b) = map.get(&key) {
-            b.set_target(target);
-            return b.clone();
+            if b.target().url == target.url {
+                b.set_target(target);
+                return b.clone();
+            }
+            draining = b.is_draining();
+            b.retire();
         }
         let b = Arc::new(Backend::new(pool, id, target, &self.metrics));
+        if draining {
+            b.set_draining(true);
+        }
         map.insert(key, b.clone());
         b
     }

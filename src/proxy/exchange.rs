@@ -80,6 +80,11 @@ pub(super) async fn exchange(
 ) -> Next {
     let started = Instant::now();
     let m = &ctx.shared.metrics;
+    if conn.ntlm.as_ref().is_some_and(|(b, _)| b.is_removed()) {
+        // Bound to a backend that left the config or moved to another address since: that
+        // connection is closed, never reused for the id's new address.
+        conn.ntlm = None;
+    }
     let scope = Scope {
         ctx,
         fe,
@@ -285,9 +290,11 @@ pub(super) async fn exchange(
     drop(lease);
     if !resp.close && body.sent {
         if windows_auth {
-            conn.ntlm = Some((backend, up));
+            if !backend.is_removed() {
+                conn.ntlm = Some((backend, up));
+            }
         } else {
-            backend.idle.put(up);
+            backend.put_idle(up);
         }
     }
     if close_client {

@@ -59,6 +59,17 @@ pub async fn serve_frontend(
             }
         };
         backoff.succeeded();
+        // The slot was taken before the accept: a reload may have lowered the limit meanwhile,
+        // and then this connection waits (unserved, like one in the backlog) for a slot under it.
+        let slot = if limit.open() > max_connections() {
+            drop(slot);
+            tokio::select! {
+                s = limit.acquire(max_connections) => s,
+                _ = stop.cancelled() => return,
+            }
+        } else {
+            slot
+        };
         let fe: Arc<FrontendRuntime> = ctx
             .runtime
             .load()
