@@ -192,3 +192,63 @@ async fn only_without_any_sample_the_pick_goes_by_connection_counts() {
     assert!(n2_share > 0.3, "n2 still picked by load: {counts:?}");
     drop(leases);
 }
+
+/// The issue's scenario on simulated nodes: a 95 % CPU engine whose health check then hangs
+/// (as a saturated engine's often does) keeps its last known load, long past the point where
+/// its sample used to be dropped, and takes no new users although it has the fewest connections.
+#[tokio::test]
+async fn a_simulated_engine_at_95_percent_whose_health_hangs_takes_no_new_users() {
+    use qlik_lb::sim::node::SimNode;
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2"] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodes.push(SimNode::start(id, listener).await.unwrap());
+    }
+    nodes[0].set_cpu(95.0);
+    nodes[1].set_cpu(10.0);
+    // A tcp up check, so the hang only touches engine health and the node stays up.
+    let mut toml = String::from(
+        r#"
+[lb_module]
+listen = "127.0.0.1:0"
+pool = "web"
+
+[[pool]]
+name = "web"
+balance = "least-loaded"
+when_all_down = "reject"
+  [pool.health]
+  check = "tcp"
+  interval = "100ms"
+  timeout = "100ms"
+  rise = 1
+  fall = 1
+"#,
+    );
+    for n in &nodes {
+        toml.push_str(&format!(
+            "  [[pool.backend]]\n  id = \"{id}\"\n  url = \"http://{a}\"\n  engine_health = \"http://{a}/engine/healthcheck\"\n",
+            id = n.id(),
+            a = n.addr()
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, shared) = runtime(&toml, dir.path());
+    probe_all(&rt, &shared).await;
+    let snap = rt.load_full();
+    let pool = &snap.pools["web"];
+    let (n1, n2) = (pool.backend("n1").unwrap(), pool.backend("n2").unwrap());
+    assert_eq!(n1.health().unwrap().health.cpu.total, 95.0);
+    let taken = n1.health().unwrap().taken;
+
+    nodes[0].set_latency(Duration::from_secs(30));
+    let leases: Vec<_> = (0..4).map(|_| n2.inflight_lease()).collect();
+    // Six intervals: the sample is well past "three intervals old".
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    probe_all(&rt, &shared).await;
+    assert!(n1.is_up(), "the node itself still answers");
+    assert_eq!(n1.health().unwrap().taken, taken, "no new sample from n1");
+    let counts = picks(&rt, 500);
+    assert_eq!(counts.get("n2"), Some(&500), "{counts:?}");
+    drop(leases);
+}
