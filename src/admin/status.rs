@@ -1,6 +1,7 @@
 //! The status document (`GET /api/v1/status`) and the readiness verdict (`GET /readyz`).
 
 use super::AdminCtx;
+use crate::balance::engine_health::BYTES_PER_MIB;
 use crate::balance::registry::Backend;
 use serde_json::{json, Value};
 use std::time::SystemTime;
@@ -25,10 +26,10 @@ fn backend_status(b: &Backend) -> Value {
         let h = &s.health;
         json!({
             "cpu_percent": h.cpu.total,
-            "memory_committed_bytes": h.mem.committed,
-            "memory_allocated_bytes": h.mem.allocated,
-            "memory_free_bytes": h.mem.free,
-            "memory_total_bytes": h.mem.total_physical,
+            "memory_committed_bytes": h.mem.committed * BYTES_PER_MIB,
+            "memory_allocated_bytes": h.mem.allocated * BYTES_PER_MIB,
+            "memory_free_bytes": h.mem.free * BYTES_PER_MIB,
+            "memory_total_bytes": h.mem.total_physical.map(|t| t * BYTES_PER_MIB),
             "sessions_active": h.session.active,
             "users_active": h.users.active,
             "saturated": h.saturated,
@@ -123,5 +124,44 @@ pub fn readiness(ctx: &AdminCtx) -> Result<(), Vec<String>> {
         Ok(())
     } else {
         Err(reasons)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::engine_health::EngineHealth;
+    use crate::balance::registry::{BackendTarget, HealthSample, Registry};
+    use crate::config::BackendUrl;
+    use std::time::Instant;
+
+    #[test]
+    fn engine_memory_is_reported_in_bytes() {
+        let reg = Registry::new(std::sync::Arc::new(crate::metrics::Metrics::new()));
+        let b = reg.upsert(
+            "p",
+            "n1",
+            BackendTarget {
+                url: BackendUrl::parse("http://127.0.0.1:1").unwrap(),
+                weight: 1,
+                engine_health: None,
+            },
+        );
+        let mut health = EngineHealth::default();
+        health.mem.committed = 1.5;
+        health.mem.allocated = 2.0;
+        health.mem.free = 1024.0;
+        health.mem.total_physical = Some(32768.0);
+        b.set_health(Some(HealthSample {
+            health,
+            taken: Instant::now(),
+            taken_wall: SystemTime::now(),
+        }));
+        let h = &backend_status(&b)["health"];
+        let mib = 1024.0 * 1024.0;
+        assert_eq!(h["memory_committed_bytes"], json!(1.5 * mib));
+        assert_eq!(h["memory_allocated_bytes"], json!(2.0 * mib));
+        assert_eq!(h["memory_free_bytes"], json!(1024.0 * mib));
+        assert_eq!(h["memory_total_bytes"], json!(32768.0 * mib));
     }
 }

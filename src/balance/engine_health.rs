@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The engine reports memory in MiB; metrics and the status document speak bytes.
+pub const BYTES_PER_MIB: f64 = 1024.0 * 1024.0;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EngineHealth {

@@ -1,5 +1,6 @@
 //! Backends' live state, selection, and health.
 
+pub mod aging;
 pub mod cookie;
 pub mod engine_health;
 pub mod health;

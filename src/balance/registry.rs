@@ -60,6 +60,9 @@ pub struct Backend {
     inflight: AtomicI64,
     tunnels: AtomicI64,
     health: ArcSwapOption<HealthSample>,
+    /// New users sent here since the last engine health sample was stored, or, while there is
+    /// none, since the last finished check.
+    recent_users: AtomicU64,
     checks: Mutex<CheckState>,
     ejected_until_ms: AtomicU64,
     ejection_streak: AtomicU32,
@@ -120,6 +123,7 @@ impl Backend {
             inflight: AtomicI64::new(0),
             tunnels: AtomicI64::new(0),
             health: ArcSwapOption::empty(),
+            recent_users: AtomicU64::new(0),
             checks: Mutex::new(CheckState::default()),
             ejected_until_ms: AtomicU64::new(0),
             ejection_streak: AtomicU32::new(0),
@@ -268,8 +272,20 @@ impl Backend {
         self.health.load_full()
     }
 
+    /// Stores a new sample; the users sent since the previous one now show in its numbers.
     pub fn set_health(&self, sample: Option<HealthSample>) {
         self.health.store(sample.map(Arc::new));
+        self.recent_users.store(0, Ordering::Relaxed);
+    }
+
+    /// New users sent here since the last sample (or check, while there is no sample).
+    pub fn recent_users(&self) -> u64 {
+        self.recent_users.load(Ordering::Relaxed)
+    }
+
+    /// Counts one new user sent here, as load until the next sample shows it.
+    pub fn note_new_user(&self) {
+        self.recent_users.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn check_state(&self) -> CheckState {
@@ -280,6 +296,10 @@ impl Backend {
     pub fn record_check(&self, result: Result<(), String>, rise: u32, fall: u32) -> bool {
         let mut st = self.checks.lock().expect("check state lock");
         st.last_check = Some(SystemTime::now());
+        // Without a sample nothing else ever clears them, and they would pile up for good.
+        if self.health.load().is_none() {
+            self.recent_users.store(0, Ordering::Relaxed);
+        }
         let up = self.is_up();
         match result {
             Ok(()) => {

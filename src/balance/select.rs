@@ -1,14 +1,15 @@
 //! Picking a backend for a new user: round-robin, least-conn, and least-loaded (engine RAM/CPU
 //! health, spread by spare capacity so new users do not herd onto one node).
 
-use super::load::{choose_least_loaded, LoadInputs, FRESH_INTERVALS};
+use super::aging::Aging;
+use super::load::{choose_least_loaded, LoadInputs};
 use super::pool::Pool;
 use super::registry::Backend;
 use crate::config::{Balance, WhenAllDown};
 use rand::Rng;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The outcome of a selection for a new user.
 pub enum Selected<'a> {
@@ -49,9 +50,7 @@ fn pick<'a>(pool: &Pool, c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
     match pool.cfg.balance {
         Balance::RoundRobin => pick_round_robin(pool, c),
         Balance::LeastConn => pick_least_conn(c),
-        Balance::LeastLoaded => {
-            pick_least_loaded(c, pool.cfg.health.interval.get() * FRESH_INTERVALS)
-        }
+        Balance::LeastLoaded => pick_least_loaded(c, Aging::of(&pool.cfg.health)),
     }
 }
 
@@ -78,19 +77,13 @@ fn pick_least_conn<'a>(c: &[&'a Arc<Backend>]) -> Option<&'a Arc<Backend>> {
         .min_by(|a, b| conn_load(a).total_cmp(&conn_load(b)))
 }
 
-/// `least-loaded`: weighted random by spare capacity over fresh engine health, falling back to
-/// connection counts when a sample is stale (see `load.rs` for why and how).
-pub fn pick_least_loaded<'a>(
-    c: &[&'a Arc<Backend>],
-    fresh_for: Duration,
-) -> Option<&'a Arc<Backend>> {
-    if c.len() <= 1 {
-        return c.first().copied();
-    }
+/// `least-loaded`: weighted random by spare capacity over the last engine health, aged towards
+/// hot when late (see `load.rs` for why and how). The chosen backend counts the new user until
+/// its next sample.
+pub fn pick_least_loaded<'a>(c: &[&'a Arc<Backend>], aging: Aging) -> Option<&'a Arc<Backend>> {
     let now = Instant::now();
-    let inputs: Vec<LoadInputs> = c
-        .iter()
-        .map(|b| LoadInputs::of(b, fresh_for, now))
-        .collect();
-    choose_least_loaded(&inputs, &mut rand::thread_rng()).map(|i| c[i])
+    let inputs: Vec<LoadInputs> = c.iter().map(|b| LoadInputs::of(b, aging, now)).collect();
+    let chosen = choose_least_loaded(&inputs, &mut rand::thread_rng()).map(|i| c[i])?;
+    chosen.note_new_user();
+    Some(chosen)
 }

@@ -1,7 +1,8 @@
 //! Matching QPS's engine strings to the pool's backends, and what is known about each.
 
 use super::rank::EngineState;
-use crate::balance::load::{LoadInputs, FRESH_INTERVALS};
+use crate::balance::aging::Aging;
+use crate::balance::load::LoadInputs;
 use crate::balance::{Backend, Pool};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,7 +82,7 @@ pub fn match_engines(
     recent: &RecentFirsts,
 ) -> Matched {
     let now = Instant::now();
-    let fresh_for = pool.cfg.health.interval.get() * FRESH_INTERVALS;
+    let aging = Aging::of(&pool.cfg.health);
     let mut any_data = false;
     let mut matched = Vec::with_capacity(engines.len());
     let states = engines
@@ -92,11 +93,9 @@ pub fn match_engines(
                 return EngineState::Unknown;
             };
             matched.push(Some(b.clone()));
-            let mut load = LoadInputs::of(b, fresh_for, now);
+            let mut load = LoadInputs::of(b, aging, now);
             let sample = b.health().filter(|_| load.engine.is_some());
-            if let Some(s) = &sample {
-                load.recent = recent.get(b, s.taken);
-            }
+            load.recent = sample.as_ref().map_or(0, |s| recent.get(b, s.taken));
             any_data |= sample.is_some() || b.check_state().last_check.is_some();
             EngineState::Known {
                 available: b.is_available(),

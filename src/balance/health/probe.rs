@@ -154,7 +154,7 @@ fn store(backend: &Backend, metrics: &Metrics, h: EngineHealth) {
     }));
 }
 
-const MIB: f64 = 1024.0 * 1024.0;
+const MIB: f64 = crate::balance::engine_health::BYTES_PER_MIB;
 
 fn set_engine_gauges(backend: &Backend, m: &Metrics, h: &EngineHealth) {
     let l = [backend.pool.as_str(), backend.id.as_str()];
