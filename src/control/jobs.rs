@@ -68,10 +68,10 @@ enum Job {
 
 impl Job {
     /// The job's schedule and `run_at_start` in `config`; `None` when it is disabled or absent.
-    /// The schedule was checked when the config was loaded, so it parses here.
+    /// The schedule was parsed and checked when the config was loaded.
     fn plan(self, config: &Config) -> Option<(Schedule, bool)> {
         let license = config.file.license.as_ref()?;
-        let (enabled, text, at_start) = match self {
+        let (enabled, schedule, at_start) = match self {
             Job::Monitor => license
                 .monitor
                 .as_ref()
@@ -84,8 +84,8 @@ impl Job {
         if !enabled {
             return None;
         }
-        match Schedule::parse(text) {
-            Ok(schedule) => Some((schedule, at_start)),
+        match schedule.value() {
+            Ok(schedule) => Some((*schedule, at_start)),
             Err(e) => {
                 tracing::error!(job = ?self, error = %e, "the job's schedule is not valid; it will not run");
                 None
