@@ -3,7 +3,8 @@
 
 use crate::admin::{self, AdminCtx};
 use crate::config::Config;
-use crate::control::{jobs::spawn_jobs, ControlStatus};
+use crate::control::jobs::{spawn_jobs, ConfigFeed};
+use crate::control::ControlStatus;
 use crate::metrics::Metrics;
 use crate::proxy::workers::Workers;
 use crate::proxy::{listener::serve_frontend, Lifecycle, ProxyCtx};
@@ -102,8 +103,9 @@ impl Instance {
             background.clone(),
         );
         let control = Arc::new(ControlStatus::new());
+        // The jobs read the serving snapshot at each run and plan again after each reload.
         spawn_jobs(
-            cfg.clone(),
+            ConfigFeed::serving(runtime.clone(), shared.config_changes()),
             shared.metrics.clone(),
             control.clone(),
             background.clone(),

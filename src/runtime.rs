@@ -17,6 +17,8 @@ pub struct Shared {
     learned: Mutex<HashMap<String, Arc<LearnedSessions>>>,
     /// Open client connections per frontend name, across reloads and re-bound listeners.
     conn_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
+    /// Ticks after each reload is swapped in; the license jobs plan again on it.
+    config_changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -26,6 +28,7 @@ impl Shared {
             metrics,
             learned: Mutex::new(HashMap::new()),
             conn_limits: Mutex::new(HashMap::new()),
+            config_changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -48,6 +51,16 @@ impl Shared {
         {
             limit.wake();
         }
+    }
+
+    /// A notice of each config swapped in after this call.
+    pub fn config_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config_changes.subscribe()
+    }
+
+    /// After a new config is swapped in: whatever reads it on its own schedule reads it again.
+    pub fn config_swapped(&self) {
+        self.config_changes.send_modify(|n| *n += 1);
     }
 
     fn learned_for(&self, pool: &str) -> Arc<LearnedSessions> {

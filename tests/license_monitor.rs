@@ -5,7 +5,7 @@ mod license_support;
 
 use license_support::*;
 use qlik_lb::config::Config;
-use qlik_lb::control::jobs::spawn_jobs;
+use qlik_lb::control::jobs::{spawn_jobs, ConfigFeed};
 use qlik_lb::control::monitor::run_monitor;
 use qlik_lb::control::{ControlStatus, LicenseType};
 use qlik_lb::metrics::Metrics;
@@ -188,7 +188,7 @@ async fn jobs_run_at_start_fill_the_status_and_stop_on_shutdown() {
         let status = Arc::new(ControlStatus::new());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let jobs = spawn_jobs(
-            Arc::new(config),
+            ConfigFeed::fixed(Arc::new(config)),
             metrics.clone(),
             status.clone(),
             shutdown.clone(),

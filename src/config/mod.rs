@@ -3,11 +3,13 @@
 
 pub mod duration;
 pub mod locate;
+pub mod parsed;
 pub mod types;
 pub mod url;
 mod validate;
 
 pub use duration::Dur;
+pub use parsed::Parsed;
 pub use types::*;
 pub use url::BackendUrl;
 

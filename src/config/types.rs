@@ -2,6 +2,9 @@
 //! Semantic checks live in `validate.rs`; this file only says what each key holds.
 
 use super::duration::Dur;
+use super::parsed::Parsed;
+use crate::control::schedule::Schedule;
+use chrono_tz::Tz;
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -257,7 +260,7 @@ pub struct MonitorConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default = "default_monitor_schedule")]
-    pub schedule: String,
+    pub schedule: Parsed<Schedule>,
     #[serde(default = "default_true")]
     pub run_at_start: bool,
 }
@@ -270,11 +273,11 @@ pub struct ReleaseConfig {
     #[serde(default = "default_true")]
     pub dry_run: bool,
     #[serde(default = "default_release_schedule")]
-    pub schedule: String,
+    pub schedule: Parsed<Schedule>,
     #[serde(default = "default_true")]
     pub run_at_start: bool,
     #[serde(default = "default_timezone")]
-    pub timezone: String,
+    pub timezone: Parsed<Tz>,
     #[serde(default = "default_audit_log")]
     pub audit_log: PathBuf,
     #[serde(default = "default_max_releases")]
@@ -432,13 +435,13 @@ fn default_qrs_user() -> String {
 fn default_qrs_timeout() -> Dur {
     Dur::secs(30)
 }
-fn default_monitor_schedule() -> String {
+fn default_monitor_schedule() -> Parsed<Schedule> {
     "every 6 hours".into()
 }
-fn default_release_schedule() -> String {
+fn default_release_schedule() -> Parsed<Schedule> {
     "every 24 hours".into()
 }
-fn default_timezone() -> String {
+fn default_timezone() -> Parsed<Tz> {
     "UTC".into()
 }
 fn default_audit_log() -> PathBuf {

@@ -329,24 +329,19 @@ fn check_license(r: &mut Report<'_>, file: &FileConfig, license: &LicenseConfig)
             "the license jobs need a [qrs] section (url of the central node's QRS)",
         );
     }
+    // Parsed when the file was read; reported here with the key's line.
     if let Some(m) = &license.monitor {
-        if let Err(e) = crate::control::schedule::Schedule::parse(&m.schedule) {
+        if let Err(e) = m.schedule.value() {
             r.err(&[k("license"), k("monitor"), k("schedule")], e);
         }
     }
     if let Some(rel) = &license.release {
         let base = [k("license"), k("release")];
-        if let Err(e) = crate::control::schedule::Schedule::parse(&rel.schedule) {
+        if let Err(e) = rel.schedule.value() {
             r.err(&at(&base, &[k("schedule")]), e);
         }
-        if rel.timezone.parse::<chrono_tz::Tz>().is_err() {
-            r.err(
-                &at(&base, &[k("timezone")]),
-                format!(
-                    "`{}` is not an IANA time zone name, like \"UTC\" or \"Europe/Stockholm\"",
-                    rel.timezone
-                ),
-            );
+        if let Err(e) = rel.timezone.value() {
+            r.err(&at(&base, &[k("timezone")]), e);
         }
         for (what, t) in [
             ("professional", &rel.professional),

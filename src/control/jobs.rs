@@ -1,7 +1,16 @@
-//! The scheduled license jobs inside `qlik-lb run`: each runs once at start (unless
-//! `run_at_start = false`) and then at every firing of its schedule. A job's runs are sequential,
-//! so a run never overlaps the previous one; a run in progress finishes even during shutdown, so
-//! no DELETE is left without its audit line.
+//! The scheduled license jobs inside `qlik-lb run`.
+//!
+//! Each job (monitor, release) is one task started with the instance and kept for its whole life,
+//! enabled or not. It holds no settings of its own: it reads the serving config snapshot (the one
+//! a reload swaps in) when it plans its next firing and again when a firing comes, and a reload
+//! wakes it to plan again. So a reload that changes the schedule moves the next firing, one that
+//! disables the job (or removes its section) leaves it waiting for a reload that enables it, and
+//! one that enables it starts its schedule; `dry_run`, the rules, `[qrs]` and `[qlik_certs]` (the
+//! QRS client is built per run) are those of the config serving when a run starts. This is
+//! simpler than stopping and restarting tasks on reload: there is never a second task for a job,
+//! so two runs of a job never overlap, and a run in progress is never cut — it finishes with the
+//! snapshot it started with, even during shutdown, so no DELETE is left without its audit line.
+//! `run_at_start` applies once, when the task starts with the process; a reload is not a start.
 
 use super::monitor::run_monitor;
 use super::qrs_client::QrsClient;
@@ -10,83 +19,177 @@ use super::schedule::Schedule;
 use super::status::ControlStatus;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use chrono::Utc;
-use std::future::Future;
+use crate::runtime::SharedRuntime;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Starts the enabled license jobs of `config`; they stop when `shutdown` is cancelled.
+/// Where the jobs read their config: the serving snapshot, and a notice each time it changes.
+#[derive(Clone)]
+pub struct ConfigFeed {
+    current: Arc<dyn Fn() -> Arc<Config> + Send + Sync>,
+    changes: watch::Receiver<u64>,
+    /// Keeps a fixed feed's channel open, so it reads as "no change yet" rather than closed.
+    _fixed: Option<Arc<watch::Sender<u64>>>,
+}
+
+impl ConfigFeed {
+    /// The serving config of an instance; `changes` ticks after each reload is swapped in.
+    pub fn serving(runtime: SharedRuntime, changes: watch::Receiver<u64>) -> ConfigFeed {
+        ConfigFeed {
+            current: Arc::new(move || runtime.load().config.clone()),
+            changes,
+            _fixed: None,
+        }
+    }
+
+    /// One config that never changes.
+    pub fn fixed(config: Arc<Config>) -> ConfigFeed {
+        let (tx, changes) = watch::channel(0);
+        ConfigFeed {
+            current: Arc::new(move || config.clone()),
+            changes,
+            _fixed: Some(Arc::new(tx)),
+        }
+    }
+
+    fn current(&self) -> Arc<Config> {
+        (self.current)()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    Monitor,
+    Release,
+}
+
+impl Job {
+    /// The job's schedule and `run_at_start` in `config`; `None` when it is disabled or absent.
+    /// The schedule was parsed and checked when the config was loaded.
+    fn plan(self, config: &Config) -> Option<(Schedule, bool)> {
+        let license = config.file.license.as_ref()?;
+        let (enabled, schedule, at_start) = match self {
+            Job::Monitor => license
+                .monitor
+                .as_ref()
+                .map(|m| (m.enabled, &m.schedule, m.run_at_start))?,
+            Job::Release => license
+                .release
+                .as_ref()
+                .map(|r| (r.enabled, &r.schedule, r.run_at_start))?,
+        };
+        if !enabled {
+            return None;
+        }
+        match schedule.value() {
+            Ok(schedule) => Some((*schedule, at_start)),
+            Err(e) => {
+                tracing::error!(job = ?self, error = %e, "the job's schedule is not valid; it will not run");
+                None
+            }
+        }
+    }
+
+    async fn run(self, config: Arc<Config>, metrics: &Arc<Metrics>, status: &Arc<ControlStatus>) {
+        match self {
+            Job::Monitor => monitor_once(config, metrics, status).await,
+            Job::Release => release_once(config, metrics, status).await,
+        }
+    }
+}
+
+/// Starts the license jobs reading `feed`; they stop when `shutdown` is cancelled. Both tasks
+/// start whether or not their job is enabled, since a reload may enable it.
 pub fn spawn_jobs(
-    config: Arc<Config>,
+    feed: ConfigFeed,
     metrics: Arc<Metrics>,
     status: Arc<ControlStatus>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
-    let mut jobs = Vec::new();
-    let license = config.file.license.clone().unwrap_or_default();
-    if let Some(m) = license.monitor.filter(|m| m.enabled) {
-        match Schedule::parse(&m.schedule) {
-            Ok(schedule) => {
-                let (config, metrics, status) = (config.clone(), metrics.clone(), status.clone());
-                jobs.push(tokio::spawn(every(
-                    schedule,
-                    m.run_at_start,
-                    shutdown.clone(),
-                    move || monitor_once(config.clone(), metrics.clone(), status.clone()),
-                )));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "license.monitor.schedule: the monitor will not run")
-            }
-        }
-    }
-    if let Some(r) = license.release.filter(|r| r.enabled) {
-        match Schedule::parse(&r.schedule) {
-            Ok(schedule) => {
-                jobs.push(tokio::spawn(every(
-                    schedule,
-                    r.run_at_start,
-                    shutdown,
-                    move || release_once(config.clone(), metrics.clone(), status.clone()),
-                )));
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "license.release.schedule: the release job will not run")
-            }
-        }
-    }
-    jobs
+    [Job::Monitor, Job::Release]
+        .into_iter()
+        .map(|job| {
+            tokio::spawn(job_loop(
+                job,
+                feed.clone(),
+                metrics.clone(),
+                status.clone(),
+                shutdown.clone(),
+            ))
+        })
+        .collect()
 }
 
-async fn every<F, Fut>(
-    schedule: Schedule,
-    run_at_start: bool,
+async fn job_loop(
+    job: Job,
+    mut feed: ConfigFeed,
+    metrics: Arc<Metrics>,
+    status: Arc<ControlStatus>,
     shutdown: CancellationToken,
-    mut run: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = ()>,
-{
-    if run_at_start && !shutdown.is_cancelled() {
-        run().await;
-    }
-    loop {
-        let now = Utc::now();
-        let wait = (schedule.next_after(now) - now)
-            .to_std()
-            .unwrap_or_default();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+) {
+    feed.changes.borrow_and_update();
+    let config = feed.current();
+    if let Some((_, true)) = job.plan(&config) {
+        if !shutdown.is_cancelled() {
+            job.run(config, &metrics, &status).await;
         }
-        run().await;
+    }
+    // The last firing: the next one is strictly after it, even if the timer woke a little before
+    // the wall clock reached it.
+    let mut last: Option<DateTime<Utc>> = None;
+    loop {
+        // Mark the notices seen before reading the snapshot: a reload swapped in after the read
+        // still wakes the wait below.
+        feed.changes.borrow_and_update();
+        let config = feed.current();
+        let wait = match job.plan(&config) {
+            Some((schedule, _)) => {
+                let now = Utc::now();
+                let at = schedule.next_after(last.map_or(now, |l| l.max(now)));
+                Some((at, (at - now).to_std().unwrap_or_default()))
+            }
+            None => None,
+        };
+        drop(config);
+        let fired = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = changed(&mut feed.changes) => None,
+            at = sleep_until(wait) => Some(at),
+        };
+        let Some(at) = fired else { continue };
+        last = Some(at);
+        // The run uses the config serving now, if it still has the job enabled.
+        let config = feed.current();
+        if job.plan(&config).is_some() {
+            job.run(config, &metrics, &status).await;
+        }
     }
 }
 
-async fn monitor_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<ControlStatus>) {
+/// Resolves after the next config change; never, when the feed can no longer change.
+async fn changed(changes: &mut watch::Receiver<u64>) {
+    if changes.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps until the firing and answers it; without one (job disabled), never resolves.
+async fn sleep_until(wait: Option<(DateTime<Utc>, std::time::Duration)>) -> DateTime<Utc> {
+    match wait {
+        Some((at, wait)) => {
+            tokio::time::sleep(wait).await;
+            at
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn monitor_once(config: Arc<Config>, metrics: &Metrics, status: &ControlStatus) {
     let result = match QrsClient::from_config(&config) {
-        Ok(client) => run_monitor(&client, &metrics).await,
+        Ok(client) => run_monitor(&client, metrics).await,
         Err(e) => {
             metrics
                 .job_runs_total
@@ -104,7 +207,7 @@ async fn monitor_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<Co
     }
 }
 
-async fn release_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<ControlStatus>) {
+async fn release_once(config: Arc<Config>, metrics: &Metrics, status: &ControlStatus) {
     let Some(release) = config.file.license_release() else {
         return;
     };
@@ -124,7 +227,7 @@ async fn release_once(config: Arc<Config>, metrics: Arc<Metrics>, status: Arc<Co
         client: &client,
         config: release,
         audit_path: &audit_path,
-        metrics: &metrics,
+        metrics,
         now: Utc::now(),
         dry_run: release.dry_run,
     }

@@ -181,12 +181,11 @@ impl ReleaseRun<'_> {
 
     async fn execute(&self, report: &mut ReleaseReport) -> Result<(), String> {
         let mut audit = AuditLog::open(self.audit_path).map_err(|e| e.to_string())?;
-        let tz: Tz = self.config.timezone.parse().map_err(|_| {
-            format!(
-                "license.release.timezone: `{}` is not an IANA time zone",
-                self.config.timezone
-            )
-        })?;
+        let tz: Tz = *self
+            .config
+            .timezone
+            .value()
+            .map_err(|e| format!("license.release.timezone: {e}"))?;
 
         let mut settled = Vec::new();
         let mut candidates = Vec::new();

@@ -201,6 +201,7 @@ impl Reloader {
         let hash = runtime.config.hash.clone();
         self.runtime.store(Arc::new(runtime));
         self.shared.limits_changed();
+        self.shared.config_swapped();
         self.listeners.commit(plan);
         self.admin_token.store(token.map(Arc::new));
         Ok(hash)
