@@ -159,7 +159,7 @@ async fn a_reload_enabling_a_disabled_job_runs_it_on_schedule_not_at_once() {
     .await;
     // The next whole hour (wall clock, UTC) is the first firing; run_at_start is not a reload's.
     let now = chrono::Utc::now();
-    let to_firing = (qlik_lb::control::schedule::Schedule::EveryHours(1).next_after(now) - now)
+    let to_firing = (qlik_lb::config::schedule::Schedule::EveryHours(1).next_after(now) - now)
         .to_std()
         .unwrap();
     let reloaded = tokio::time::Instant::now();

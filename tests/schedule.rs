@@ -1,8 +1,8 @@
 //! Job schedules: every accepted form with its next firing times, and rejected forms as config
 //! errors that name the key.
 
+use qlik_lb::config::schedule::{utc, Schedule};
 use qlik_lb::config::Config;
-use qlik_lb::control::schedule::{utc, Schedule};
 
 fn firings(text: &str, from: chrono::DateTime<chrono::Utc>, n: usize) -> Vec<String> {
     let s = Schedule::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -4,6 +4,7 @@
 pub mod duration;
 pub mod locate;
 pub mod parsed;
+pub mod schedule;
 pub mod types;
 pub mod url;
 mod validate;

@@ -48,7 +48,7 @@ impl<'de, T: FromConfigText> Deserialize<'de> for Parsed<T> {
     }
 }
 
-impl FromConfigText for crate::control::schedule::Schedule {
+impl FromConfigText for super::schedule::Schedule {
     fn from_config_text(text: &str) -> Result<Self, String> {
         Self::parse(text)
     }

@@ -3,7 +3,7 @@
 
 use super::duration::Dur;
 use super::parsed::Parsed;
-use crate::control::schedule::Schedule;
+use super::schedule::Schedule;
 use chrono_tz::Tz;
 use serde::Deserialize;
 use std::path::PathBuf;

@@ -15,8 +15,8 @@
 use super::monitor::run_monitor;
 use super::qrs_client::QrsClient;
 use super::release::ReleaseRun;
-use super::schedule::Schedule;
 use super::status::ControlStatus;
+use crate::config::schedule::Schedule;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::SharedRuntime;

@@ -1,4 +1,4 @@
-//! The control plane: QRS client, schedules, license monitor and license release.
+//! The control plane: QRS client, the scheduled jobs, license monitor and license release.
 
 pub mod audit;
 pub mod cli;
@@ -8,7 +8,6 @@ pub mod qrs_client;
 pub mod qrs_model;
 pub mod release;
 pub mod rules;
-pub mod schedule;
 pub mod status;
 
 pub use qrs_model::LicenseType;
