@@ -65,7 +65,7 @@ impl Instance {
         config: Config,
         metrics: Arc<Metrics>,
     ) -> Result<Instance, StartError> {
-        let token = crate::admin::auth::load_token(&config)?;
+        let token = crate::config::admin_token::load_token(&config)?;
         let shared = Shared::new(metrics);
         let runtime: SharedRuntime =
             Arc::new(ArcSwap::from_pointee(Runtime::build(config, &shared)?));

@@ -1,39 +1,7 @@
-//! The admin bearer token: read from `[admin] token_file` at start and on every reload, and
-//! compared in constant time.
+//! The admin bearer token, compared in constant time. It is read from `[admin] token_file` by
+//! `config::admin_token`, at start and on every reload.
 
-use crate::config::{Config, ConfigError, ConfigErrors};
 use sha2::{Digest, Sha256};
-
-/// The token the config asks for, or `None` when POSTs are open.
-pub fn load_token(config: &Config) -> Result<Option<String>, ConfigErrors> {
-    let Some(file) = config
-        .file
-        .admin
-        .as_ref()
-        .and_then(|a| a.token_file.as_ref())
-    else {
-        return Ok(None);
-    };
-    let path = config.resolve(file);
-    let fail = |message: String| ConfigErrors {
-        file: config.path.clone(),
-        errors: vec![ConfigError {
-            key: "admin.token_file".to_string(),
-            line: None,
-            message,
-        }],
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(fail(format!(
-            "{} is empty; put the token on its first line",
-            path.display()
-        )));
-    }
-    Ok(Some(token.to_string()))
-}
 
 /// Compares digests so the time taken says nothing about how much of the token matched, or
 /// about its length.

@@ -1,6 +1,7 @@
 //! Loading the TOML config: parse, reject unknown keys with the nearest valid name, fill
 //! defaults, validate, and report every error with its key path and line.
 
+pub mod admin_token;
 pub mod duration;
 pub mod locate;
 pub mod parsed;

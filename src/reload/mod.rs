@@ -178,7 +178,7 @@ impl Reloader {
         let config = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
             .map_err(|e| one_error(file.clone(), "", &format!("loading stopped: {e}")))??;
-        let token = crate::admin::auth::load_token(&config)?;
+        let token = crate::config::admin_token::load_token(&config)?;
         let plan = self
             .listeners
             .prepare((self.specs)(&config))
