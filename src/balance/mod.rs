@@ -10,5 +10,5 @@ pub mod pool;
 pub mod registry;
 pub mod select;
 
-pub use pool::Pool;
+pub use pool::{Outcome, Pool};
 pub use registry::{Backend, Registry};

@@ -6,11 +6,22 @@ use super::learned::LearnedSessions;
 use super::registry::{Backend, BackendTarget, Registry};
 use crate::config::{BackendUrl, PoolConfig};
 use crate::metrics::Metrics;
-use crate::proxy::route::Outcome;
 use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+
+/// How a request's backend was decided, as the pool's sticky-decision counters count it: our
+/// cookie (`Hit`), a learned Qlik session (`Learned`), the balancer for a user with no usable
+/// pin (`Miss`), or the balancer again because the pinned backend could not take it
+/// (`Reassigned`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Learned,
+    Miss,
+    Reassigned,
+}
 
 /// The pool's sticky-decision counters, resolved once per pool.
 pub struct StickyCounters {

@@ -11,10 +11,11 @@ use super::respond::ProxyError;
 use super::rewrite::{
     client_response, is_qlik_session_cookie, response_set_cookies, upstream_request, RequestRewrite,
 };
-use super::route::{route, Outcome, Route};
+use super::route::{route, Route};
 use super::tunnel::Tunnel;
 use super::upstream::{connect, BackendConn};
 use super::ProxyCtx;
+use crate::balance::Outcome;
 use crate::balance::{Backend, Pool};
 use crate::metrics::code_class;
 use crate::runtime::FrontendRuntime;

@@ -5,16 +5,8 @@ use super::head::Head;
 use super::rewrite::{is_qlik_session_cookie, request_cookies};
 use crate::balance::cookie::Decoded;
 use crate::balance::select::{select, Selected};
-use crate::balance::{Backend, Pool};
+use crate::balance::{Backend, Outcome, Pool};
 use std::sync::Arc;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Hit,
-    Learned,
-    Miss,
-    Reassigned,
-}
 
 pub struct Route {
     pub backend: Arc<Backend>,
