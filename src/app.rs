@@ -97,11 +97,7 @@ impl Instance {
         let frontends = bind_listeners(&admin_ctx.reloader, &cfg).await?;
         let admin = admin_ctx.reloader.listeners().addr(ADMIN_KEY);
         let lb_module = admin_ctx.reloader.listeners().addr(LB_MODULE_KEY);
-        crate::balance::health::spawn_health_checks(
-            runtime.clone(),
-            shared.clone(),
-            background.clone(),
-        );
+        crate::runtime::spawn_health_checks(runtime.clone(), &shared, background.clone());
         let control = Arc::new(ControlStatus::new());
         // The jobs read the serving snapshot at each run and plan again after each reload.
         spawn_jobs(

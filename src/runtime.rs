@@ -1,6 +1,7 @@
 //! The immutable snapshot the hot path reads (one `arc-swap` load per request), and the state
 //! that outlives snapshots: metrics, the backend registry, learned Qlik sessions.
 
+use crate::balance::health::CheckTargets;
 use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::{Pool, Registry};
 use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig};
@@ -9,6 +10,7 @@ use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
 
 /// State that survives reloads.
 pub struct Shared {
@@ -187,6 +189,28 @@ impl Runtime {
     pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRuntime>> {
         self.frontends.iter().find(|f| f.cfg.name == name)
     }
+
+    /// What the active health checks run against in this snapshot.
+    pub fn check_targets(&self) -> CheckTargets {
+        CheckTargets {
+            config: self.config.clone(),
+            pools: self.pools.values().cloned().collect(),
+        }
+    }
+}
+
+/// Runs the active health checks of whatever snapshot `runtime` serves at each turn, until
+/// `shutdown`.
+pub fn spawn_health_checks(
+    runtime: SharedRuntime,
+    shared: &Shared,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    crate::balance::health::spawn_health_checks(
+        move || runtime.load().check_targets(),
+        shared.metrics.clone(),
+        shutdown,
+    )
 }
 
 pub type SharedRuntime = Arc<ArcSwap<Runtime>>;

@@ -4,10 +4,10 @@
 mod engine_stub;
 
 use engine_stub::{eventually, health_json, runtime, EngineStub, TestPki};
-use qlik_lb::balance::health::{probe_once, spawn_health_checks, Prober};
+use qlik_lb::balance::health::{probe_once, Prober};
 use qlik_lb::balance::Backend;
 use qlik_lb::config::Config;
-use qlik_lb::runtime::{Runtime, Shared, SharedRuntime};
+use qlik_lb::runtime::{spawn_health_checks, Runtime, Shared, SharedRuntime};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::timeout;
@@ -342,7 +342,7 @@ async fn the_loop_probes_every_interval_and_follows_reloads() {
     let addrs = [format!("http://{}", a.addr), format!("http://{}", b.addr)];
     let (rt, shared) = runtime(&http_pool(&addrs, ""), dir.path());
     let shutdown = CancellationToken::new();
-    let task = spawn_health_checks(rt.clone(), shared.clone(), shutdown.clone());
+    let task = spawn_health_checks(rt.clone(), &shared, shutdown.clone());
     let n1 = backend(&rt, "web", "n1");
 
     assert!(

@@ -6,9 +6,10 @@ use crate::config::BackendUrl;
 use crate::metrics::Metrics;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use prometheus::{Histogram, IntCounter, IntGauge};
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the config says about a backend; replaced on reload.
@@ -33,6 +34,21 @@ pub struct CheckState {
     pub consecutive_fail: u32,
     pub last_check: Option<SystemTime>,
     pub last_error: Option<String>,
+}
+
+/// Idle keep-alive connections a backend holds for whoever forwards to it. The concrete pool
+/// belongs to the proxy (per worker thread, see `proxy::upstream`); here it is only cleared
+/// when the backend goes down, is ejected or is retired.
+pub trait IdleConnections: Any + Send + Sync {
+    fn clear(&self);
+}
+
+/// Stands in for the idle pool of a backend retired before anything was ever pooled on it, so
+/// nothing can be pooled on it afterwards.
+struct NoIdle;
+
+impl IdleConnections for NoIdle {
+    fn clear(&self) {}
 }
 
 /// Label children resolved once, so the hot path never hashes label values.
@@ -69,8 +85,8 @@ pub struct Backend {
     /// Closed when the backend is found dead, so its open tunnels end too.
     dead_signal: tokio::sync::watch::Sender<u64>,
     pub metrics: BackendMetrics,
-    /// Idle keep-alive connections to this backend.
-    pub idle: crate::proxy::upstream::IdlePool,
+    /// Idle keep-alive connections to this backend, created by the first user (see `idle`).
+    idle: OnceLock<Box<dyn IdleConnections>>,
     /// `qlb_http_requests_total` children per frontend, by status class; read without locks.
     responses: ArcSwap<Vec<(String, [IntCounter; 5])>>,
 }
@@ -129,7 +145,7 @@ impl Backend {
             ejection_streak: AtomicU32::new(0),
             dead_signal: tokio::sync::watch::channel(0).0,
             metrics,
-            idle: Default::default(),
+            idle: OnceLock::new(),
             responses: ArcSwap::from_pointee(Vec::new()),
         }
     }
@@ -183,7 +199,7 @@ impl Backend {
             self.metrics.up.set(up as i64);
         }
         if was && !up {
-            self.idle.clear();
+            self.clear_idle();
             self.dead_signal.send_modify(|n| *n += 1);
         }
     }
@@ -196,18 +212,33 @@ impl Backend {
     /// its idle connections closed. In-flight requests and tunnels keep their leases on it.
     fn retire(&self) {
         self.mark_removed();
-        self.idle.clear();
+        // With no pool yet, a stand-in takes its place for good, so a connection returned later
+        // finds no pool to go into and is closed. Only one of the stand-in and a first user's
+        // pool gets in; if the pool did, it is cleared here, and a connection put into it after
+        // that sees `is_removed` and clears it again.
+        if self.idle.set(Box::new(NoIdle)).is_err() {
+            self.clear_idle();
+        }
     }
 
-    /// Returns a clean connection to the idle pool, unless this backend left the config (or was
-    /// replaced by one at another address) since: then the connection is closed.
-    pub fn put_idle(&self, conn: crate::proxy::upstream::BackendConn) {
-        if !self.is_removed() {
-            self.idle.put(conn);
-            // Retired meanwhile: `retire` may have cleared the pool before this connection went in.
-            if self.is_removed() {
-                self.idle.clear();
-            }
+    /// The idle pool of type `T`, created on first use; `None` once the backend was retired
+    /// before any pool was created (or when asked for another type than the one created first).
+    ///
+    /// The pool lives in the backend, not in a map of the caller's, so taking an idle connection
+    /// on every keep-alive request costs one atomic load and a type id compare, no hash lookup
+    /// or lock; created lazily, it needs no hook registered before backends are made.
+    ///
+    /// Whoever returns connections to it checks `is_removed` before and again after pooling one
+    /// (clearing the pool then), as `retire` may have cleared it in between.
+    pub fn idle<T: IdleConnections + Default>(&self) -> Option<&T> {
+        let idle: &dyn Any = &**self.idle.get_or_init(|| Box::new(T::default()));
+        idle.downcast_ref::<T>()
+    }
+
+    /// Closes the idle connections, if any pool was created.
+    pub fn clear_idle(&self) {
+        if let Some(idle) = self.idle.get() {
+            idle.clear();
         }
     }
 
@@ -223,7 +254,7 @@ impl Backend {
         self.ejected_until_ms
             .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
         self.metrics.ejections.inc();
-        self.idle.clear();
+        self.clear_idle();
     }
 
     /// A successful connect resets the back-off.
@@ -442,5 +473,67 @@ impl Registry {
             }
             stays
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+
+    impl IdleConnections for Counting {
+        fn clear(&self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn target(url: &str) -> BackendTarget {
+        BackendTarget {
+            url: BackendUrl::parse(url).unwrap(),
+            weight: 1,
+            engine_health: None,
+        }
+    }
+
+    fn clears(b: &Backend) -> usize {
+        b.idle::<Counting>().unwrap().0.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn the_idle_pool_is_made_on_first_use_and_cleared_when_the_backend_goes_down() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let b = reg.upsert("web", "n1", target("http://10.0.0.1:80"));
+        b.clear_idle(); // no pool yet: nothing to clear, none made
+        assert_eq!(clears(&b), 0);
+        b.eject();
+        assert_eq!(clears(&b), 1);
+        b.set_up(false);
+        assert_eq!(clears(&b), 2);
+    }
+
+    #[test]
+    fn a_retired_backend_clears_its_pool_or_never_gets_one() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let used = reg.upsert("web", "n1", target("http://10.0.0.1:80"));
+        assert_eq!(clears(&used), 0);
+        let unused = reg.upsert("web", "n2", target("http://10.0.0.2:80"));
+
+        let moved = reg.upsert("web", "n1", target("http://10.0.0.3:80"));
+        assert!(used.is_removed() && !Arc::ptr_eq(&used, &moved));
+        assert_eq!(
+            clears(&used),
+            1,
+            "the old address's idle connections are closed"
+        );
+        assert_eq!(clears(&moved), 0);
+
+        reg.upsert("web", "n2", target("http://10.0.0.4:80"));
+        assert!(
+            unused.idle::<Counting>().is_none(),
+            "nothing can be pooled on a backend retired before it had a pool"
+        );
     }
 }

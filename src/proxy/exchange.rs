@@ -13,7 +13,7 @@ use super::rewrite::{
 };
 use super::route::{route, Route};
 use super::tunnel::Tunnel;
-use super::upstream::{connect, BackendConn};
+use super::upstream::{connect, idle_pool, put_idle, BackendConn};
 use super::ProxyCtx;
 use crate::balance::Outcome;
 use crate::balance::{Backend, Pool};
@@ -171,7 +171,7 @@ pub(super) async fn exchange(
             Err(Attempt::Stale) if idempotent && !tries.fresh_only => {
                 // The backend closed pooled connections while they sat idle: go again, fresh.
                 tries.fresh_only = true;
-                b.idle.clear();
+                b.clear_idle();
                 continue;
             }
             Err(Attempt::Stale) => (
@@ -295,7 +295,7 @@ pub(super) async fn exchange(
                 conn.ntlm = Some((backend, up));
             }
         } else {
-            backend.put_idle(up);
+            put_idle(&backend, up);
         }
     }
     if close_client {
@@ -334,7 +334,7 @@ async fn acquire(
             }
             _ => None,
         };
-        let pooled = bound.or_else(|| (!tries.fresh_only).then(|| b.idle.take()).flatten());
+        let pooled = bound.or_else(|| (!tries.fresh_only).then(|| idle_pool(&b)?.take()).flatten());
         let attempt = match pooled {
             Some(c) => Ok(c),
             None => {

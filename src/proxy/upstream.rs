@@ -4,7 +4,8 @@
 
 use super::stream::{BackendStream, Stream};
 use super::workers;
-use crate::balance::registry::BackendTarget;
+use crate::balance::registry::{BackendTarget, IdleConnections};
+use crate::balance::Backend;
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use std::pin::Pin;
@@ -130,6 +131,32 @@ impl IdlePool {
     pub fn clear(&self) {
         for slot in self.slots.iter() {
             slot.lock().expect("idle pool lock").clear();
+        }
+    }
+}
+
+impl IdleConnections for IdlePool {
+    fn clear(&self) {
+        IdlePool::clear(self)
+    }
+}
+
+/// The idle connections of `backend`; `None` when it was retired before it had any.
+pub fn idle_pool(backend: &Backend) -> Option<&IdlePool> {
+    backend.idle::<IdlePool>()
+}
+
+/// Returns a clean connection to the backend's idle pool, unless the backend left the config (or
+/// was replaced by one at another address) since: then the connection is closed.
+pub fn put_idle(backend: &Backend, conn: BackendConn) {
+    if backend.is_removed() {
+        return;
+    }
+    if let Some(pool) = idle_pool(backend) {
+        pool.put(conn);
+        // Retired meanwhile: `retire` may have cleared the pool before this connection went in.
+        if backend.is_removed() {
+            pool.clear();
         }
     }
 }
