@@ -50,24 +50,6 @@ async fn close(mut ws: Ws) {
     while let Some(Ok(_)) = ws.next().await {}
 }
 
-/// A third client connection with its request written, and a check that nothing answers it.
-async fn third_connection_waits(addr: SocketAddr) -> TcpStream {
-    let mut third = TcpStream::connect(addr)
-        .await
-        .expect("connect via the backlog");
-    third
-        .write_all(b"GET /third HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut probe = [0u8; 1];
-    let peeked = tokio::time::timeout(QUIET, third.peek(&mut probe)).await;
-    assert!(
-        peeked.is_err(),
-        "the third connection was served (or closed: {peeked:?}) while two tunnels held both slots"
-    );
-    third
-}
-
 #[tokio::test]
 async fn max_connections_counts_open_websocket_tunnels() {
     let (_nodes, lb) = frontdoor_over(&["node1"], "", "max_connections = 2").await;
@@ -75,7 +57,7 @@ async fn max_connections_counts_open_websocket_tunnels() {
     within(20, async {
         let first = tunnel(addr).await;
         let mut second = tunnel(addr).await;
-        let mut third = third_connection_waits(addr).await;
+        let mut third = raw::unanswered_get(addr, "/third", QUIET).await;
         close(first).await;
         let mut buf = Vec::new();
         let r = within(5, raw::read_reply(&mut third, &mut buf)).await;
@@ -99,7 +81,7 @@ async fn a_reload_raising_max_connections_lets_a_waiting_connection_in() {
     within(20, async {
         let mut first = tunnel(addr).await;
         let mut second = tunnel(addr).await;
-        let mut third = third_connection_waits(addr).await;
+        let mut third = raw::unanswered_get(addr, "/third", QUIET).await;
         std::fs::write(
             &path,
             text.replace("max_connections = 2", "max_connections = 3"),

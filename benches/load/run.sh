@@ -187,7 +187,7 @@ env_info() {
         echo "date: $(date -Is)"; echo "kernel: $(uname -r)"; echo "cpus: $(nproc)"
         grep -m1 'model name' /proc/cpuinfo || true
         echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-        haproxy -v | head -1; nginx -v 2>&1; wrk -v 2>&1 | head -1 || true
+        haproxy -v | sed -n 1p; nginx -v 2>&1; wrk -v 2>&1 | sed -n 1p || true
         echo "qlik-lb: ${QLB_BIN:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}"
         echo "ulimit -n: $(ulimit -n)"
         echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N SCENARIOS=$SCENARIOS"

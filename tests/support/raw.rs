@@ -183,3 +183,22 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Repl
     let mut buf = Vec::new();
     exchange(&mut s, &mut buf, req.as_bytes()).await
 }
+
+/// A new connection with `GET <path>` written that nothing answers (nor closes) within `quiet`:
+/// the front door holds it in the backlog because its connection limit is reached. An absence
+/// can only be observed for a while; `quiet` is far above an answer's loopback latency.
+pub async fn unanswered_get(addr: SocketAddr, path: &str, quiet: std::time::Duration) -> TcpStream {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .expect("connect via the backlog");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut probe = [0u8; 1];
+    let peeked = tokio::time::timeout(quiet, s.peek(&mut probe)).await;
+    assert!(
+        peeked.is_err(),
+        "the connection was served (or closed: {peeked:?}) while the limit was reached"
+    );
+    s
+}
