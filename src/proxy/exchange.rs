@@ -132,9 +132,8 @@ pub(super) async fn exchange(
         },
         &mut out,
     );
-    let mut body = BodyState {
-        sent: inline_small_body(&mut conn.buf, head.framing, &mut out),
-    };
+    // Whether the request body is out (or there is none); a small one rides with the head.
+    let mut body_sent = inline_small_body(&mut conn.buf, head.framing, &mut out);
     let mut tries = Tries {
         moved: false,
         fresh_only: false,
@@ -165,7 +164,7 @@ pub(super) async fn exchange(
         };
         let lease = b.inflight_lease();
         let sent =
-            send_and_read_head(&mut conn, &head, &mut out, &mut c, &mut body, pool, fe).await;
+            send_and_read_head(&mut conn, &head, &mut out, &mut c, &mut body_sent, pool, fe).await;
         let (err, why) = match sent {
             Ok(resp) => break (b, c, lease, resp),
             Err(Attempt::Stale) if idempotent && !tries.fresh_only => {
@@ -256,7 +255,7 @@ pub(super) async fn exchange(
         }));
     }
     let close_client = head.close
-        || !body.sent
+        || !body_sent
         || resp.framing == Framing::UntilClose
         || ctx.lifecycle.is_stopping();
     client_response(&resp, set_cookie, close_client, &mut head_out);
@@ -289,7 +288,7 @@ pub(super) async fn exchange(
         }
     }
     drop(lease);
-    if !resp.close && body.sent {
+    if !resp.close && body_sent {
         if windows_auth {
             if !backend.is_removed() {
                 conn.ntlm = Some((backend, up));
@@ -374,11 +373,6 @@ async fn acquire(
     }
 }
 
-/// Whether the request body is sent (or there is none).
-struct BodyState {
-    sent: bool,
-}
-
 /// How one attempt at getting the answer's head failed.
 enum Attempt {
     /// A pooled connection was closed before any answer: the keep-alive race.
@@ -401,7 +395,7 @@ async fn send_and_read_head(
     head: &Head,
     out: &mut BytesMut,
     up: &mut BackendConn,
-    body: &mut BodyState,
+    body_sent: &mut bool,
     pool: &Pool,
     fe: &FrontendRuntime,
 ) -> Result<Head, Attempt> {
@@ -414,7 +408,7 @@ async fn send_and_read_head(
             Attempt::Backend(format!("sending to backend failed: {e}"))
         });
     }
-    if !body.sent {
+    if !*body_sent {
         if head.request.expect_continue && conn.buf.is_empty() {
             write_within(&mut conn.io, b"HTTP/1.1 100 Continue\r\n\r\n", send_timeout)
                 .await
@@ -427,7 +421,7 @@ async fn send_and_read_head(
             request: true,
         };
         send_body(conn, up, how).await?;
-        body.sent = true;
+        *body_sent = true;
     }
     loop {
         match read_response_head(
