@@ -138,7 +138,7 @@ pub(super) async fn exchange(
         moved: false,
         fresh_only: false,
     };
-    let (backend, mut up, lease, resp) = loop {
+    let (backend, mut up, lease, dead_watch, resp) = loop {
         let (b, mut c) = match acquire(
             &mut conn,
             &head,
@@ -163,10 +163,13 @@ pub(super) async fn exchange(
             }
         };
         let lease = b.inflight_lease();
+        // A tunnel must see the backend marked down from the moment it was chosen, not from when
+        // the tunnel task first polls: subscribed here, a mark-down in between is not missed.
+        let dead_watch = head.request.websocket.then(|| b.dead_watch());
         let sent =
             send_and_read_head(&mut conn, &head, &mut out, &mut c, &mut body_sent, pool, fe).await;
         let (err, why) = match sent {
-            Ok(resp) => break (b, c, lease, resp),
+            Ok(resp) => break (b, c, lease, dead_watch, resp),
             Err(Attempt::Stale) if idempotent && !tries.fresh_only => {
                 // The backend closed pooled connections while they sat idle: go again, fresh.
                 tries.fresh_only = true;
@@ -248,6 +251,7 @@ pub(super) async fn exchange(
             backend: up.io,
             from_backend: up.buf.split().freeze(),
             lease: tunnel_lease,
+            dead: dead_watch.unwrap_or_else(|| backend.dead_watch()),
             idle: fe.cfg.tunnel_idle_timeout.get(),
             send_timeout,
             close: ctx.lifecycle.close_tunnels.child_token(),

@@ -35,6 +35,8 @@ pub struct Tunnel {
     /// Bytes the backend sent after its 101 (often the first frame), already read.
     pub from_backend: Bytes,
     pub lease: TunnelLease,
+    /// The backend's mark-down signal, subscribed when the upgrade was routed.
+    pub dead: tokio::sync::watch::Receiver<u64>,
     pub idle: Duration,
     /// A side that takes no bytes for this long ends the tunnel (`send_timeout`).
     pub send_timeout: Duration,
@@ -56,7 +58,7 @@ pub enum TunnelEnd {
 
 pub async fn run(mut t: Tunnel) -> TunnelEnd {
     let backend = t.lease.backend().clone();
-    let mut dead = std::pin::pin!(signal::changed(backend.dead_watch()));
+    let mut dead = std::pin::pin!(signal::changed(t.dead.clone()));
     let mut close = std::pin::pin!(signal::cancelled(&t.close));
     if !t.from_client.is_empty() {
         backend
