@@ -11,7 +11,7 @@ use qlik_lb::metrics::Metrics;
 use qlik_lb::proxy::request_head::parse_request;
 use qlik_lb::proxy::rewrite::{upstream_request, RequestRewrite};
 use qlik_lb::proxy::route::route;
-use qlik_lb::runtime::{Runtime, Shared};
+use qlik_lb::snapshot::{Shared, Snapshot};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ balance = "least-conn"
     );
     let cfg = Config::parse(&toml, dir.path()).expect("bench config is valid");
     let shared = Shared::new(Arc::new(Metrics::new()));
-    let runtime = Runtime::build(cfg, &shared).expect("bench runtime builds");
+    let runtime = Snapshot::build(cfg, &shared).expect("bench runtime builds");
     runtime.pools["proxies"].clone()
 }
 

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;
-pub mod runtime;
 pub mod sim;
+pub mod snapshot;
+pub mod threads;
 pub mod tls;

@@ -5,7 +5,7 @@
 mod support;
 
 use qlik_lb::app::Instance;
-use qlik_lb::proxy::workers::worker_count;
+use qlik_lb::threads::workers::worker_count;
 use std::sync::Arc;
 use std::time::Duration;
 use support::scripted::{self, header_values, ok, Scripted};

@@ -203,7 +203,7 @@ async fn plain_keep_alive_reuses_backend_connections() {
     let lb = start(&frontdoor_config(&[("node1", a.addr_string())], "", "")).await;
     let addr = lb.frontend_addr("public").unwrap();
     // Each worker thread keeps its own idle connections, and clients are dealt to workers in turn.
-    let workers = qlik_lb::proxy::workers::worker_count();
+    let workers = qlik_lb::threads::workers::worker_count();
     within(10, async {
         let mut ports = std::collections::HashSet::new();
         for _ in 0..5 * workers {

@@ -7,7 +7,7 @@ use engine_stub::{eventually, health_json, runtime, EngineStub, TestPki};
 use qlik_lb::balance::health::{probe_once, Prober};
 use qlik_lb::balance::Backend;
 use qlik_lb::config::Config;
-use qlik_lb::runtime::{spawn_health_checks, Runtime, Shared, SharedRuntime};
+use qlik_lb::snapshot::{spawn_health_checks, Shared, SharedSnapshot, Snapshot};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::timeout;
@@ -55,11 +55,11 @@ name = "web"
     toml
 }
 
-fn backend(rt: &SharedRuntime, pool: &str, id: &str) -> Arc<Backend> {
+fn backend(rt: &SharedSnapshot, pool: &str, id: &str) -> Arc<Backend> {
     rt.load().pools[pool].backend(id).unwrap().clone()
 }
 
-async fn probe(rt: &SharedRuntime, shared: &Shared, pool: &str, id: &str) -> Result<(), String> {
+async fn probe(rt: &SharedSnapshot, shared: &Shared, pool: &str, id: &str) -> Result<(), String> {
     let snap = rt.load_full();
     let prober = Prober::from_config(&snap.config);
     let p = &snap.pools[pool];
@@ -357,7 +357,7 @@ async fn the_loop_probes_every_interval_and_follows_reloads() {
     );
 
     // Reload without n1: it stops being probed while n2 keeps being probed.
-    let reloaded = Runtime::build(
+    let reloaded = Snapshot::build(
         Config::parse(&http_pool_from(2, &addrs[1..], ""), dir.path()).unwrap(),
         &shared,
     )

@@ -11,8 +11,8 @@ use qlik_lb::balance::engine_health::EngineHealth;
 use qlik_lb::balance::health::{probe_once, Prober};
 use qlik_lb::balance::registry::HealthSample;
 use qlik_lb::balance::Backend;
-use qlik_lb::proxy::workers::Workers;
-use qlik_lb::runtime::{Shared, SharedRuntime};
+use qlik_lb::snapshot::{Shared, SharedSnapshot};
+use qlik_lb::threads::workers::Workers;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,7 +32,7 @@ fn fixture(name: &str) -> String {
 
 struct Module {
     addr: SocketAddr,
-    rt: SharedRuntime,
+    rt: SharedSnapshot,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,

@@ -7,7 +7,7 @@ use qlik_lb::balance::engine_health::EngineHealth;
 use qlik_lb::balance::health::{probe_once, Prober};
 use qlik_lb::balance::registry::HealthSample;
 use qlik_lb::balance::select::{select, Selected};
-use qlik_lb::runtime::{Shared, SharedRuntime};
+use qlik_lb::snapshot::{Shared, SharedSnapshot};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -20,7 +20,7 @@ async fn site(
     cpus: &[(f64, bool)],
 ) -> (
     Vec<EngineStub>,
-    SharedRuntime,
+    SharedSnapshot,
     Arc<Shared>,
     tempfile::TempDir,
 ) {
@@ -57,7 +57,7 @@ when_all_down = "reject"
     (engines, rt, shared, dir)
 }
 
-async fn probe_all(rt: &SharedRuntime, shared: &Shared) {
+async fn probe_all(rt: &SharedSnapshot, shared: &Shared) {
     let snap = rt.load_full();
     let prober = Prober::from_config(&snap.config);
     let pool = &snap.pools["web"];
@@ -71,7 +71,7 @@ async fn probe_all(rt: &SharedRuntime, shared: &Shared) {
     }
 }
 
-fn picks(rt: &SharedRuntime, n: usize) -> HashMap<String, usize> {
+fn picks(rt: &SharedSnapshot, n: usize) -> HashMap<String, usize> {
     let snap = rt.load_full();
     let pool = &snap.pools["web"];
     let mut counts = HashMap::new();

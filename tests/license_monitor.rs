@@ -7,7 +7,7 @@ use license_support::*;
 use qlik_lb::config::Config;
 use qlik_lb::control::jobs::{spawn_jobs, ConfigFeed};
 use qlik_lb::control::monitor::run_monitor;
-use qlik_lb::control::{ControlStatus, LicenseType};
+use qlik_lb::control::{LicenseStatus, LicenseType};
 use qlik_lb::metrics::Metrics;
 use qlik_lb::sim::qrs::SimUser;
 use serde_json::Value;
@@ -185,7 +185,7 @@ async fn jobs_run_at_start_fill_the_status_and_stop_on_shutdown() {
             .unwrap()
             .dry_run = true;
         let metrics = Arc::new(Metrics::new());
-        let status = Arc::new(ControlStatus::new());
+        let status = Arc::new(LicenseStatus::new());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let jobs = spawn_jobs(
             ConfigFeed::fixed(Arc::new(config)),

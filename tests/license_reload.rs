@@ -44,7 +44,7 @@ async fn reload(site: &Site, instance: &Instance, text: &str) {
 }
 
 fn last_run(instance: &Instance) -> Option<ReleaseSummary> {
-    instance.control.view().last_release
+    instance.license_status.view().last_release
 }
 
 /// Polls (in the paused clock) until a release run other than `seen` has finished.

@@ -74,7 +74,7 @@ fn balance_stands_below_the_front_door_lb_module_and_admin() {
     let map = imports();
     let balance = map.get("balance").expect("src/balance");
     for above in [
-        "proxy", "lbmodule", "admin", "app", "runtime", "reload", "demo", "sim",
+        "proxy", "lbmodule", "admin", "app", "snapshot", "reload", "demo", "sim",
     ] {
         assert!(
             !balance.contains(above),

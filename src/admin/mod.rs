@@ -5,4 +5,4 @@ pub mod page;
 pub mod server;
 pub mod status;
 
-pub use server::{serve, AdminCtx, ControlStatus};
+pub use server::{serve, AdminCtx, LicenseStatusJson};

@@ -7,7 +7,7 @@ use crate::listen_limits::{self, Gate};
 use crate::proxy::respond::request_id;
 use crate::proxy::Lifecycle;
 use crate::reload::{Reloader, Trigger};
-use crate::runtime::{Shared, SharedRuntime};
+use crate::snapshot::{Shared, SharedSnapshot};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -23,17 +23,17 @@ use tracing::{info, warn};
 
 /// The control plane's contribution to the status: a JSON object whose `license` and `release`
 /// members are shown as they are (the last license snapshot and the last release run summary).
-pub type ControlStatus = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+pub type LicenseStatusJson = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 pub struct AdminCtx {
-    pub runtime: SharedRuntime,
+    pub runtime: SharedSnapshot,
     pub shared: Arc<Shared>,
     pub lifecycle: Arc<Lifecycle>,
     pub reloader: Arc<Reloader>,
     /// The bearer token every POST needs, when `[admin] token_file` is set.
     pub token: Arc<ArcSwapOption<String>>,
     /// Set once by whoever runs the control plane jobs.
-    pub control: OnceLock<ControlStatus>,
+    pub license_status: OnceLock<LicenseStatusJson>,
 }
 
 /// Admin routes take no body; a declared one is still read whole before the request is acted on,

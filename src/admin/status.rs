@@ -81,7 +81,7 @@ pub fn status(ctx: &AdminCtx) -> Value {
             })
         })
         .collect();
-    let control = ctx.control.get().map(|f| f()).unwrap_or(Value::Null);
+    let control = ctx.license_status.get().map(|f| f()).unwrap_or(Value::Null);
     json!({
         "version": env!("CARGO_PKG_VERSION"),
         "ready": readiness(ctx).is_ok(),

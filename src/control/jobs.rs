@@ -15,11 +15,11 @@
 use super::monitor::run_monitor;
 use super::qrs_client::QrsClient;
 use super::release::ReleaseRun;
-use super::status::ControlStatus;
+use super::status::LicenseStatus;
 use crate::config::schedule::Schedule;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::runtime::SharedRuntime;
+use crate::snapshot::SharedSnapshot;
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -37,7 +37,7 @@ pub struct ConfigFeed {
 
 impl ConfigFeed {
     /// The serving config of an instance; `changes` ticks after each reload is swapped in.
-    pub fn serving(runtime: SharedRuntime, changes: watch::Receiver<u64>) -> ConfigFeed {
+    pub fn serving(runtime: SharedSnapshot, changes: watch::Receiver<u64>) -> ConfigFeed {
         ConfigFeed {
             current: Arc::new(move || runtime.load().config.clone()),
             changes,
@@ -93,7 +93,7 @@ impl Job {
         }
     }
 
-    async fn run(self, config: Arc<Config>, metrics: &Arc<Metrics>, status: &Arc<ControlStatus>) {
+    async fn run(self, config: Arc<Config>, metrics: &Arc<Metrics>, status: &Arc<LicenseStatus>) {
         match self {
             Job::Monitor => monitor_once(config, metrics, status).await,
             Job::Release => release_once(config, metrics, status).await,
@@ -106,7 +106,7 @@ impl Job {
 pub fn spawn_jobs(
     feed: ConfigFeed,
     metrics: Arc<Metrics>,
-    status: Arc<ControlStatus>,
+    status: Arc<LicenseStatus>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     [Job::Monitor, Job::Release]
@@ -127,7 +127,7 @@ async fn job_loop(
     job: Job,
     mut feed: ConfigFeed,
     metrics: Arc<Metrics>,
-    status: Arc<ControlStatus>,
+    status: Arc<LicenseStatus>,
     shutdown: CancellationToken,
 ) {
     feed.changes.borrow_and_update();
@@ -187,7 +187,7 @@ async fn sleep_until(wait: Option<(DateTime<Utc>, std::time::Duration)>) -> Date
     }
 }
 
-async fn monitor_once(config: Arc<Config>, metrics: &Metrics, status: &ControlStatus) {
+async fn monitor_once(config: Arc<Config>, metrics: &Metrics, status: &LicenseStatus) {
     let result = match QrsClient::from_config(&config) {
         Ok(client) => run_monitor(&client, metrics).await,
         Err(e) => {
@@ -207,7 +207,7 @@ async fn monitor_once(config: Arc<Config>, metrics: &Metrics, status: &ControlSt
     }
 }
 
-async fn release_once(config: Arc<Config>, metrics: &Metrics, status: &ControlStatus) {
+async fn release_once(config: Arc<Config>, metrics: &Metrics, status: &LicenseStatus) {
     let Some(release) = config.file.license_release() else {
         return;
     };

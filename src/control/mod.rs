@@ -11,4 +11,4 @@ pub mod rules;
 pub mod status;
 
 pub use qrs_model::LicenseType;
-pub use status::{ControlStatus, ControlStatusView};
+pub use status::{LicenseStatus, LicenseStatusView};

@@ -7,24 +7,24 @@ use serde::Serialize;
 use std::sync::RwLock;
 
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ControlStatusView {
+pub struct LicenseStatusView {
     pub license: Option<LicenseSnapshot>,
     pub license_error: Option<String>,
     pub last_release: Option<ReleaseSummary>,
 }
 
 #[derive(Debug, Default)]
-pub struct ControlStatus {
-    inner: RwLock<ControlStatusView>,
+pub struct LicenseStatus {
+    inner: RwLock<LicenseStatusView>,
 }
 
-impl ControlStatus {
-    pub fn new() -> ControlStatus {
-        ControlStatus::default()
+impl LicenseStatus {
+    pub fn new() -> LicenseStatus {
+        LicenseStatus::default()
     }
 
     /// A copy for serializing.
-    pub fn view(&self) -> ControlStatusView {
+    pub fn view(&self) -> LicenseStatusView {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -13,9 +13,9 @@ pub use rank::{rank, EngineState};
 pub use request::{BadRequest, Prioritize};
 
 use crate::listen_limits::{self, Gate};
-use crate::proxy::signal;
-use crate::proxy::workers::{Acceptor, Workers};
-use crate::runtime::{Shared, SharedRuntime};
+use crate::snapshot::{Shared, SharedSnapshot};
+use crate::threads::signal;
+use crate::threads::workers::{Acceptor, Workers};
 use bytes::Bytes;
 use http::{header, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -33,7 +33,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct State {
-    runtime: SharedRuntime,
+    runtime: SharedSnapshot,
     shared: Arc<Shared>,
     recent: RecentFirsts,
     calls: AtomicUsize,
@@ -45,7 +45,7 @@ struct State {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    runtime: SharedRuntime,
+    runtime: SharedSnapshot,
     shared: Arc<Shared>,
     workers: Arc<Workers>,
     shutdown: CancellationToken,
@@ -180,7 +180,7 @@ async fn handle(state: &State, req: hyper::Request<Incoming>) -> Response<Full<B
 /// The new order, or `None` when there is nothing to rank by (the caller then echoes the input).
 fn prioritize(
     state: &State,
-    rt: &crate::runtime::Runtime,
+    rt: &crate::snapshot::Snapshot,
     pool_name: &str,
     p: &Prioritize<'_>,
 ) -> Option<Vec<usize>> {

@@ -6,14 +6,14 @@ use super::client_head::{read_request_head, HeadLimits, HeadRead};
 use super::exchange::exchange;
 use super::head::Head;
 use super::respond::{error_response, request_id, ProxyError};
-use super::signal;
 use super::stream::ClientStream;
 use super::tunnel::{self, Tunnel};
 use super::upstream::BackendConn;
 use super::ProxyCtx;
 use crate::balance::Backend;
 use crate::conn_limit::ConnSlot;
-use crate::runtime::FrontendRuntime;
+use crate::snapshot::FrontendSnapshot;
+use crate::threads::signal;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +44,7 @@ pub async fn serve(
     slot: ConnSlot,
     peer: SocketAddr,
     accepted: Instant,
-    fe: Arc<FrontendRuntime>,
+    fe: Arc<FrontendSnapshot>,
     ctx: Arc<ProxyCtx>,
 ) {
     let tls = io.is_tls();
@@ -128,7 +128,7 @@ pub async fn serve(
 
 pub(super) async fn refuse(
     conn: &mut ClientConn,
-    fe: &FrontendRuntime,
+    fe: &FrontendSnapshot,
     head: Option<&Head>,
     err: ProxyError,
     why: &str,

@@ -18,7 +18,7 @@ use super::ProxyCtx;
 use crate::balance::Outcome;
 use crate::balance::{Backend, Pool};
 use crate::metrics::code_class;
-use crate::runtime::FrontendRuntime;
+use crate::snapshot::FrontendSnapshot;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ fn is_windows_auth(head: &Head) -> bool {
     })
 }
 
-fn count(ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, backend: &str, status: u16) {
+fn count(ctx: &ProxyCtx, fe: &FrontendSnapshot, pool: &Pool, backend: &str, status: u16) {
     match pool.backend(backend) {
         Some(b) => b.count_response(&fe.cfg.name, status, &ctx.shared.metrics),
         None => ctx
@@ -55,7 +55,7 @@ fn count(ctx: &ProxyCtx, fe: &FrontendRuntime, pool: &Pool, backend: &str, statu
 /// What an error answer needs to know about the request it refuses.
 struct Scope<'a> {
     ctx: &'a ProxyCtx,
-    fe: &'a FrontendRuntime,
+    fe: &'a FrontendSnapshot,
     pool: &'a Pool,
     head: &'a Head,
 }
@@ -75,7 +75,7 @@ async fn fail(
 pub(super) async fn exchange(
     mut conn: ClientConn,
     head: Head,
-    fe: &FrontendRuntime,
+    fe: &FrontendSnapshot,
     pool: &Arc<Pool>,
     ctx: &ProxyCtx,
 ) -> Next {
@@ -401,7 +401,7 @@ async fn send_and_read_head(
     up: &mut BackendConn,
     body_sent: &mut bool,
     pool: &Pool,
-    fe: &FrontendRuntime,
+    fe: &FrontendSnapshot,
 ) -> Result<Head, Attempt> {
     let send_timeout = fe.cfg.send_timeout.get();
     let mut interim_seen = false;

@@ -3,10 +3,10 @@
 //! graceful shutdown.
 
 use super::stream::Stream;
-use super::workers::Acceptor;
 use super::ProxyCtx;
 use crate::listen_limits::AcceptBackoff;
-use crate::runtime::FrontendRuntime;
+use crate::snapshot::FrontendSnapshot;
+use crate::threads::workers::Acceptor;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -70,7 +70,7 @@ pub async fn serve_frontend(
         } else {
             slot
         };
-        let fe: Arc<FrontendRuntime> = ctx
+        let fe: Arc<FrontendSnapshot> = ctx
             .runtime
             .load()
             .frontend(&name)

@@ -17,13 +17,11 @@ pub mod request_head;
 pub mod respond;
 pub mod rewrite;
 pub mod route;
-pub mod signal;
 pub mod stream;
 pub mod tunnel;
 pub mod upstream;
-pub mod workers;
 
-use crate::runtime::{Shared, SharedRuntime};
+use crate::snapshot::{Shared, SharedSnapshot};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -63,20 +61,20 @@ impl Lifecycle {
 
 /// What every connection of the front door needs.
 pub struct ProxyCtx {
-    pub runtime: SharedRuntime,
+    pub runtime: SharedSnapshot,
     pub shared: Arc<Shared>,
     pub backend_tls: Arc<rustls::ClientConfig>,
     pub lifecycle: Arc<Lifecycle>,
     /// The threads front-door connections run on.
-    pub workers: Arc<workers::Workers>,
+    pub workers: Arc<crate::threads::Workers>,
 }
 
 impl ProxyCtx {
     pub fn new(
-        runtime: SharedRuntime,
+        runtime: SharedSnapshot,
         shared: Arc<Shared>,
         lifecycle: Arc<Lifecycle>,
-        workers: Arc<workers::Workers>,
+        workers: Arc<crate::threads::Workers>,
     ) -> Arc<ProxyCtx> {
         // Backends behind a Qlik load balancer usually present QMC-issued or self-signed
         // certificates for names the balancer does not use, as `ssl verify none` in HAProxy.

@@ -7,10 +7,10 @@
 //! written straight on; only a write that would block parks the remainder on the heap.
 
 use super::body::{close_within, write_within, BodyError};
-use super::signal;
 use super::stream::{BackendStream, ClientStream, Stream};
 use crate::balance::registry::TunnelLease;
 use crate::conn_limit::ConnSlot;
+use crate::threads::signal;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::io;

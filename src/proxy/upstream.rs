@@ -3,9 +3,9 @@
 //! only by the worker thread that opened it (its socket is registered with that worker's runtime).
 
 use super::stream::{BackendStream, Stream};
-use super::workers;
 use crate::balance::registry::{BackendTarget, IdleConnections};
 use crate::balance::Backend;
+use crate::threads::workers;
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use std::pin::Pin;

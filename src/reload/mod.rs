@@ -6,7 +6,7 @@ pub mod listeners;
 pub mod triggers;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::runtime::{Runtime, Shared, SharedRuntime};
+use crate::snapshot::{Shared, SharedSnapshot, Snapshot};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use listeners::{ListenerSpec, Listeners};
 use serde::Serialize;
@@ -42,7 +42,7 @@ pub type ListenerSpecs = Box<dyn Fn(&Config) -> Vec<ListenerSpec> + Send + Sync>
 
 pub struct Reloader {
     path: Option<PathBuf>,
-    runtime: SharedRuntime,
+    runtime: SharedSnapshot,
     shared: Arc<Shared>,
     listeners: Arc<Listeners>,
     specs: ListenerSpecs,
@@ -54,7 +54,7 @@ pub struct Reloader {
 
 impl Reloader {
     pub fn new(
-        runtime: SharedRuntime,
+        runtime: SharedSnapshot,
         shared: Arc<Shared>,
         listeners: Arc<Listeners>,
         specs: ListenerSpecs,
@@ -195,7 +195,7 @@ impl Reloader {
                     .collect(),
             })?;
         let shared = self.shared.clone();
-        let runtime = tokio::task::spawn_blocking(move || Runtime::build(config, &shared))
+        let runtime = tokio::task::spawn_blocking(move || Snapshot::build(config, &shared))
             .await
             .map_err(|e| one_error(file.clone(), "", &format!("building stopped: {e}")))??;
         let hash = runtime.config.hash.clone();

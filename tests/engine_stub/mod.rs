@@ -7,7 +7,7 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use qlik_lb::config::Config;
 use qlik_lb::metrics::Metrics;
-use qlik_lb::runtime::{Runtime, Shared, SharedRuntime};
+use qlik_lb::snapshot::{Shared, SharedSnapshot, Snapshot};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -106,9 +106,9 @@ pub fn health_json(cpu: f64, saturated: bool, docs: &[&str]) -> String {
     .to_string()
 }
 
-pub fn runtime(toml: &str, dir: &Path) -> (SharedRuntime, Arc<Shared>) {
+pub fn runtime(toml: &str, dir: &Path) -> (SharedSnapshot, Arc<Shared>) {
     let shared = Shared::new(Arc::new(Metrics::new()));
-    let rt = Runtime::build(
+    let rt = Snapshot::build(
         Config::parse(toml, dir).expect("valid test config"),
         &shared,
     )

@@ -75,23 +75,23 @@ impl Shared {
     }
 }
 
-pub struct FrontendRuntime {
+pub struct FrontendSnapshot {
     pub cfg: FrontendConfig,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Lower-cased header names never forwarded from a client.
     pub strip: Vec<String>,
 }
 
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: HashMap<String, Arc<Pool>>,
-    pub frontends: Vec<Arc<FrontendRuntime>>,
+    pub frontends: Vec<Arc<FrontendSnapshot>>,
 }
 
-impl Runtime {
+impl Snapshot {
     /// Builds everything the config describes that can fail (secrets, certificates) before
     /// anything is swapped in; on error nothing changes.
-    pub fn build(config: Config, shared: &Shared) -> Result<Runtime, ConfigErrors> {
+    pub fn build(config: Config, shared: &Shared) -> Result<Snapshot, ConfigErrors> {
         // Files may have been absent when the config was checked; to start, they must exist.
         let mut errors = config.missing_files.clone();
         let mut secrets = HashMap::new();
@@ -142,7 +142,7 @@ impl Runtime {
                 },
                 None => None,
             };
-            frontends.push(Arc::new(FrontendRuntime {
+            frontends.push(Arc::new(FrontendSnapshot {
                 strip: fe
                     .strip_request_headers
                     .iter()
@@ -179,14 +179,14 @@ impl Runtime {
             .flat_map(|p| p.backend.iter().map(|b| (p.name.clone(), b.id.clone())))
             .collect();
         shared.registry.retain(&keep);
-        Ok(Runtime {
+        Ok(Snapshot {
             config: Arc::new(config),
             pools,
             frontends,
         })
     }
 
-    pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendRuntime>> {
+    pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendSnapshot>> {
         self.frontends.iter().find(|f| f.cfg.name == name)
     }
 
@@ -202,7 +202,7 @@ impl Runtime {
 /// Runs the active health checks of whatever snapshot `runtime` serves at each turn, until
 /// `shutdown`.
 pub fn spawn_health_checks(
-    runtime: SharedRuntime,
+    runtime: SharedSnapshot,
     shared: &Shared,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
@@ -213,4 +213,4 @@ pub fn spawn_health_checks(
     )
 }
 
-pub type SharedRuntime = Arc<ArcSwap<Runtime>>;
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
