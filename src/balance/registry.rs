@@ -97,7 +97,6 @@ pub struct Backend {
 /// Longest passive ejection; doubling starts at one second.
 const MAX_EJECTION: Duration = Duration::from_secs(30);
 
-
 impl Backend {
     fn new(pool: &str, id: &str, target: BackendTarget, m: &Metrics) -> Backend {
         let l = [pool, id];
@@ -251,8 +250,10 @@ impl Backend {
         let backoff = Duration::from_secs(1)
             .saturating_mul(1u32 << streak.min(5))
             .min(MAX_EJECTION);
-        self.ejected_until_ms
-            .store(self.age_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
+        self.ejected_until_ms.store(
+            self.age_ms() + backoff.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         self.metrics.ejections.inc();
         self.clear_idle();
     }
@@ -537,6 +538,43 @@ mod tests {
         b.eject();
         b.connect_succeeded();
         assert!(b.is_available(), "a good connect ends an ejection at once");
+    }
+
+    #[test]
+    fn a_reload_keeps_live_state_at_the_same_url_and_starts_afresh_at_a_new_one() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let b = reg.upsert("web", "n1", target("http://10.0.0.1:80"));
+        let _lease = b.inflight_lease();
+        b.set_draining(true);
+        b.eject();
+        b.record_check(Err("refused".into()), 1, 1);
+        assert!(!b.is_up());
+
+        let mut reweighted = target("http://10.0.0.1:80");
+        reweighted.weight = 3;
+        let same = reg.upsert("web", "n1", reweighted);
+        assert!(
+            Arc::ptr_eq(&b, &same),
+            "same id and url: the same live backend"
+        );
+        assert_eq!(same.target().weight, 3, "its target follows the config");
+        assert_eq!(same.inflight(), 1);
+
+        let moved = reg.upsert("web", "n1", target("http://10.0.0.9:80"));
+        assert!(!Arc::ptr_eq(&b, &moved));
+        assert!(
+            moved.is_up() && !moved.is_ejected(),
+            "health and ejection reset"
+        );
+        assert_eq!(moved.inflight(), 0);
+        assert_eq!(moved.check_state().consecutive_fail, 0);
+        assert!(moved.is_draining(), "the operator's drain is about the id");
+        assert_eq!(
+            b.inflight(),
+            1,
+            "the old one's requests finish on their own counters"
+        );
+        assert!(Arc::ptr_eq(&reg.get("web", "n1").unwrap(), &moved));
     }
 
     #[test]

@@ -134,6 +134,22 @@ pub struct PoolConfig {
     pub backend: Vec<BackendConfig>,
 }
 
+impl PoolConfig {
+    /// A pool with every default and no backends, as a file naming only the pool would give.
+    pub fn named(name: &str) -> PoolConfig {
+        PoolConfig {
+            name: name.to_string(),
+            balance: default_balance(),
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            when_all_down: default_when_all_down(),
+            sticky: StickyConfig::default(),
+            health: HealthConfig::default(),
+            backend: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SecureMode {
