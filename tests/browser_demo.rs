@@ -157,3 +157,55 @@ async fn fresh_profiles_spread_and_a_saturated_engine_gets_none() {
     );
     demo.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_license_bars_and_the_release_decisions() {
+    let demo = demo().await;
+    let admin = demo.instance.admin_addr().expect("admin listener");
+    let mut browser = Browser::start().await;
+    let tab = browser.new_profile().await;
+    browser.navigate(&tab, &format!("http://{admin}/")).await;
+
+    let bars = browser
+        .wait_for_text(
+            &tab,
+            "String(document.querySelectorAll('#license .lic .stack .used').length)",
+            |n| n == "2",
+        )
+        .await;
+    assert_eq!(bars, "2", "a usage bar for professional and analyzer");
+    let professional = browser.text_of(&tab, "license").await;
+    assert!(professional.contains("Professional") && professional.contains("allocated"));
+
+    // The demo's release job runs at start as a dry run against the simulated QRS.
+    let verdicts = browser
+        .wait_for_text(
+            &tab,
+            "Array.from(document.querySelectorAll('#decisions .verdict')).map(e => e.textContent).join(',')",
+            |t| !t.is_empty(),
+        )
+        .await;
+    assert!(
+        verdicts.contains("would release"),
+        "who would lose a license: {verdicts}"
+    );
+    assert!(
+        !verdicts.contains("released"),
+        "a dry run releases nothing: {verdicts}"
+    );
+    let release = browser.text_of(&tab, "release").await;
+    assert!(release.contains("Dry run"), "{release}");
+    let reasons = browser
+        .eval(
+            &tab,
+            "Array.from(document.querySelectorAll('#decisions tr')).slice(1).map(r => r.cells[3].textContent).join('|')",
+        )
+        .await;
+    assert!(
+        reasons
+            .as_str()
+            .is_some_and(|r| r.split('|').all(|why| !why.is_empty())),
+        "every decision says why: {reasons}"
+    );
+    demo.shutdown().await;
+}
