@@ -5,6 +5,7 @@
 //! anything reaches a backend, slow heads get a 408, and an upgraded connection is handed to a
 //! tunnel that costs almost nothing while idle.
 
+mod admit;
 pub mod backend_head;
 pub mod body;
 pub mod chunked;
@@ -14,6 +15,8 @@ mod exchange;
 pub mod head;
 pub mod listener;
 pub mod request_head;
+pub mod proxy_protocol;
+mod redirect;
 pub mod respond;
 pub mod rewrite;
 pub mod route;
