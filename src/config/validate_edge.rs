@@ -94,3 +94,86 @@ fn check_cidrs(r: &mut Report<'_>, path: &[Seg], list: &[Cidr]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError};
+    use std::path::Path;
+
+    fn with(admin: &str, frontend: &str, sticky: &str) -> String {
+        format!(
+            "[admin]\n{admin}\n\n[[frontend]]\nname = \"public\"\nlisten = \"127.0.0.1:8080\"\npool = \"proxies\"\n{frontend}\n\n[[pool]]\nname = \"proxies\"\n  [pool.sticky]\n  {sticky}\n  [[pool.backend]]\n  id = \"node1\"\n  url = \"http://127.0.0.1:9001\"\n"
+        )
+    }
+
+    fn errors(src: &str) -> Vec<ConfigError> {
+        Config::parse(src, Path::new("."))
+            .expect_err("should fail")
+            .errors
+    }
+
+    fn has(errs: &[ConfigError], key: &str, words: &str) -> bool {
+        errs.iter()
+            .any(|e| e.key == key && e.message.contains(words) && e.line.is_some())
+    }
+
+    #[test]
+    fn an_exposed_admin_needs_a_token_or_an_allow_list() {
+        let lax = "same_site = \"Lax\"";
+        let errs = errors(&with("listen = \"0.0.0.0:9090\"", "", lax));
+        assert!(has(&errs, "admin.listen", "not a loopback"), "{errs:?}");
+        for ok in [
+            "listen = \"0.0.0.0:9090\"\nallow = [\"10.0.0.0/8\"]",
+            "listen = \"[::1]:9090\"",
+            "listen = \"127.0.0.2:9090\"",
+        ] {
+            Config::parse(&with(ok, "", lax), Path::new(".")).expect(ok);
+        }
+        let errs = errors(&with(
+            "listen = \"0.0.0.0:9090\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/40\"]",
+            "",
+            lax,
+        ));
+        assert!(has(&errs, "admin.allow[1]", "not a CIDR"), "{errs:?}");
+        let errs = errors(&with("allow = []", "", lax));
+        assert!(has(&errs, "admin.allow", "empty list"), "{errs:?}");
+    }
+
+    #[test]
+    fn edge_keys_are_checked_against_the_listener_kind() {
+        let lax = "same_site = \"Lax\"";
+        let errs = errors(&with(
+            "",
+            "hsts = \"max-age=1\"\nproxy_protocol = true\nproxy_protocol_from = [\"nope\"]\nhttps_port = 0",
+            lax,
+        ));
+        assert!(has(&errs, "frontend[0].hsts", "TLS frontend"), "{errs:?}");
+        assert!(
+            has(&errs, "frontend[0].proxy_protocol_from[0]", "not a CIDR"),
+            "{errs:?}"
+        );
+        assert!(has(&errs, "frontend[0].https_port", "port"), "{errs:?}");
+        let tls = "tls = { cert = \"a.pem\", key = \"b.pem\" }";
+        let errs = errors(&with("", &format!("{tls}\nredirect_https = true"), lax));
+        assert!(
+            has(&errs, "frontend[0].redirect_https", "already serves https"),
+            "{errs:?}"
+        );
+        let errs = errors(&with("", &format!("{tls}\nhsts = \"a\\r\\nb\""), lax));
+        assert!(has(&errs, "frontend[0].hsts", "header value"), "{errs:?}");
+    }
+
+    #[test]
+    fn same_site_none_on_plain_http_is_a_warning() {
+        let cfg = Config::parse(&with("", "", "same_site = \"None\""), Path::new(".")).unwrap();
+        let w = &cfg.warnings;
+        assert!(
+            w.len() == 1 && w[0].key == "frontend[0].pool" && w[0].message.contains("stickiness"),
+            "{w:?}"
+        );
+        for quiet in [("", "same_site = \"Lax\""), ("redirect_https = true", "same_site = \"None\"")] {
+            let cfg = Config::parse(&with("", quiet.0, quiet.1), Path::new(".")).unwrap();
+            assert!(cfg.warnings.is_empty(), "{quiet:?}: {:?}", cfg.warnings);
+        }
+    }
+}

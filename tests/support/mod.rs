@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod door;
+pub mod edge;
 pub mod raw;
 pub mod recording;
 pub mod scripted;
