@@ -181,7 +181,10 @@ mod tests {
         let mut second = limit.acquire(|| 10).await;
         second.count_client(a, 2).unwrap();
         let mut third = limit.acquire(|| 10).await;
-        assert!(third.count_client(a, 2).is_err(), "a third from one address");
+        assert!(
+            third.count_client(a, 2).is_err(),
+            "a third from one address"
+        );
         third.count_client(b, 2).unwrap();
         assert_eq!(limit.open_from(a), 2);
         drop(first);
@@ -189,6 +192,9 @@ mod tests {
         again.count_client(a, 2).unwrap();
         drop((second, third, again));
         assert_eq!(limit.open_from(a), 0);
-        assert!(limit.per_ip.lock().unwrap().is_empty(), "no entry left behind");
+        assert!(
+            limit.per_ip.lock().unwrap().is_empty(),
+            "no entry left behind"
+        );
     }
 }

@@ -81,8 +81,10 @@ fn qlik_lb(args: &[&str]) -> (i32, String) {
 fn check_and_run_refuse_an_open_admin_listener() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("qlik-lb.toml");
-    let cfg = frontdoor_config(&[("node1", "127.0.0.1:9".into())], "", "")
-        .replace("listen = \"127.0.0.1:0\"\nshutdown_grace", "listen = \"0.0.0.0:0\"\nshutdown_grace");
+    let cfg = frontdoor_config(&[("node1", "127.0.0.1:9".into())], "", "").replace(
+        "listen = \"127.0.0.1:0\"\nshutdown_grace",
+        "listen = \"0.0.0.0:0\"\nshutdown_grace",
+    );
     assert!(cfg.contains("0.0.0.0:0"));
     std::fs::write(&path, &cfg).unwrap();
     let file = path.to_str().unwrap();
@@ -98,7 +100,11 @@ fn check_and_run_refuse_an_open_admin_listener() {
 
     for fix in ["allow = [\"10.0.0.0/8\"]", "token_file = \"admin.token\""] {
         std::fs::write(dir.path().join("admin.token"), "a-token-of-some-length\n").unwrap();
-        std::fs::write(&path, cfg.replace("[admin]\n", &format!("[admin]\n{fix}\n"))).unwrap();
+        std::fs::write(
+            &path,
+            cfg.replace("[admin]\n", &format!("[admin]\n{fix}\n")),
+        )
+        .unwrap();
         let (code, text) = qlik_lb(&["check", "--config", file]);
         assert_eq!(code, 0, "{fix}: {text}");
         assert_eq!(text.lines().last(), Some("ok"), "{text}");

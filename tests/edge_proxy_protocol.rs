@@ -30,13 +30,21 @@ fn forwarded_for(sent: &Sent) -> String {
     let req = &sent.backend.requests[0].req;
     let xff = req.all("x-forwarded-for");
     assert_eq!(xff.len(), 1, "one X-Forwarded-For line");
-    let bytes: Vec<u8> = sent.backend.bytes.iter().flat_map(|(_, b)| b.clone()).collect();
+    let bytes: Vec<u8> = sent
+        .backend
+        .bytes
+        .iter()
+        .flat_map(|(_, b)| b.clone())
+        .collect();
     let text = String::from_utf8_lossy(&bytes);
     assert!(
         text.starts_with("GET /hub HTTP/1.1\r\nHost: qlik.example\r\n"),
         "the request starts right after the header: {text}"
     );
-    assert!(!text.contains("PROXY"), "the header is not forwarded: {text}");
+    assert!(
+        !text.contains("PROXY"),
+        "the header is not forwarded: {text}"
+    );
     String::from_utf8(xff[0].to_vec()).unwrap()
 }
 
@@ -64,10 +72,14 @@ async fn send_apart(door: &Door, parts: &[&[u8]]) -> Sent {
 async fn v1_v2_and_local_headers_name_the_client() {
     let door = proxy_door("").await;
     within(20, async {
-        let v1 = door.send_parts(&[&proxy_v1("203.0.113.7", 51000), REQUEST], 1).await;
+        let v1 = door
+            .send_parts(&[&proxy_v1("203.0.113.7", 51000), REQUEST], 1)
+            .await;
         assert_eq!(forwarded_for(&v1), "203.0.113.7");
 
-        let v2 = door.send_parts(&[&proxy_v2([198, 51, 100, 9], 40000), REQUEST], 1).await;
+        let v2 = door
+            .send_parts(&[&proxy_v2([198, 51, 100, 9], 40000), REQUEST], 1)
+            .await;
         assert_eq!(forwarded_for(&v2), "198.51.100.9");
 
         // LOCAL: the load balancer's own health check; the client is the TCP peer.
@@ -108,7 +120,9 @@ async fn tls_starts_right_after_the_header() {
     within(20, async {
         let mark = door.rec.mark();
         let mut tcp = TcpStream::connect(door.addr).await.unwrap();
-        tcp.write_all(&proxy_v2([198, 51, 100, 23], 50000)).await.unwrap();
+        tcp.write_all(&proxy_v2([198, 51, 100, 23], 50000))
+            .await
+            .unwrap();
         let mut tls = cert.connect(tcp).await;
         let mut buf = Vec::new();
         let reply = raw::exchange(&mut tls, &mut buf, REQUEST).await;
@@ -135,7 +149,11 @@ async fn a_missing_garbled_or_late_header_closes_without_an_answer() {
     within(20, async {
         closed_unanswered(&door.send(REQUEST).await);
         metric_reaches(&door.lb, REFUSED, 1.0, 5).await;
-        closed_unanswered(&door.send_parts(&[b"PROXY TCP4 not-an-address 10.0.0.1 1 2\r\n", REQUEST], 1).await);
+        closed_unanswered(
+            &door
+                .send_parts(&[b"PROXY TCP4 not-an-address 10.0.0.1 1 2\r\n", REQUEST], 1)
+                .await,
+        );
         metric_reaches(&door.lb, REFUSED, 2.0, 5).await;
         let mut bad_v2 = proxy_v2([192, 0, 2, 1], 1);
         bad_v2[12] = 0x31; // version 3

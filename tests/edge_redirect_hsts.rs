@@ -59,7 +59,11 @@ async fn every_request_gets_a_308_and_no_backend_is_touched() {
             .send(b"GET / HTTP/1.1\nHost: qlik.example\r\n\r\n")
             .await;
         assert_eq!(bad.status(), Some(400));
-        assert_eq!(door.rec.requests().len(), 0, "the backend never saw a request");
+        assert_eq!(
+            door.rec.requests().len(),
+            0,
+            "the backend never saw a request"
+        );
     })
     .await;
 }

@@ -91,15 +91,24 @@ async fn with_proxy_protocol_the_headers_address_is_counted() {
     .await;
     let addr = lb.frontend_addr("public").unwrap();
     within(20, async {
-        let (first, _kept) =
-            status_on(TcpStream::connect(addr).await.unwrap(), &proxy_v1("203.0.113.7", 1)).await;
+        let (first, _kept) = status_on(
+            TcpStream::connect(addr).await.unwrap(),
+            &proxy_v1("203.0.113.7", 1),
+        )
+        .await;
         assert_eq!(first, Some(200));
-        let (same, _) =
-            status_on(TcpStream::connect(addr).await.unwrap(), &proxy_v1("203.0.113.7", 2)).await;
+        let (same, _) = status_on(
+            TcpStream::connect(addr).await.unwrap(),
+            &proxy_v1("203.0.113.7", 2),
+        )
+        .await;
         assert_eq!(same, None, "the same client behind the load balancer");
         metric_reaches(&lb, REFUSED, 1.0, 5).await;
-        let (other, _) =
-            status_on(TcpStream::connect(addr).await.unwrap(), &proxy_v1("203.0.113.8", 3)).await;
+        let (other, _) = status_on(
+            TcpStream::connect(addr).await.unwrap(),
+            &proxy_v1("203.0.113.8", 3),
+        )
+        .await;
         assert_eq!(other, Some(200), "another client through the same peer");
     })
     .await;
@@ -130,7 +139,11 @@ async fn a_reload_changes_the_limit() {
         let outcome = lb.reload(Trigger::Api).await;
         assert!(outcome.ok, "reload failed: {:?}", outcome.errors);
         let (second, _also_kept) = status_from("127.0.0.1", addr).await;
-        assert_eq!(second, Some(200), "the open connection counts; the raised limit lets one more in");
+        assert_eq!(
+            second,
+            Some(200),
+            "the open connection counts; the raised limit lets one more in"
+        );
         assert_eq!(status_from("127.0.0.1", addr).await.0, None);
         let mut buf = Vec::new();
         let again = raw::exchange(&mut connect_from("127.0.0.2", addr).await, &mut buf, GET).await;

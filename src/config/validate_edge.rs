@@ -40,7 +40,11 @@ pub(super) fn check_frontend_edge(
     fe: &FrontendConfig,
     pools: &[PoolConfig],
 ) {
-    check_cidrs(r, &at(base, &[k("proxy_protocol_from")]), &fe.proxy_protocol_from);
+    check_cidrs(
+        r,
+        &at(base, &[k("proxy_protocol_from")]),
+        &fe.proxy_protocol_from,
+    );
     if !fe.proxy_protocol && !fe.proxy_protocol_from.is_empty() {
         r.warn(
             &at(base, &[k("proxy_protocol_from")]),
@@ -55,7 +59,10 @@ pub(super) fn check_frontend_edge(
                 "HSTS is only honoured over https; set it on a TLS frontend (one with tls = { cert, key })",
             );
         }
-        if hsts.trim().is_empty() || !hsts.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
+        if hsts.trim().is_empty()
+            || !hsts
+                .bytes()
+                .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
         {
             r.err(
                 &at(base, &[k("hsts")]),
@@ -72,7 +79,10 @@ pub(super) fn check_frontend_edge(
         );
     }
     if fe.https_port == 0 {
-        r.err(&at(base, &[k("https_port")]), "must be a port from 1 to 65535");
+        r.err(
+            &at(base, &[k("https_port")]),
+            "must be a port from 1 to 65535",
+        );
     }
     let plain_and_proxied = !tls && !fe.redirect_https;
     let pool = pools.iter().find(|p| p.name == fe.pool);
@@ -171,7 +181,10 @@ mod tests {
             w.len() == 1 && w[0].key == "frontend[0].pool" && w[0].message.contains("stickiness"),
             "{w:?}"
         );
-        for quiet in [("", "same_site = \"Lax\""), ("redirect_https = true", "same_site = \"None\"")] {
+        for quiet in [
+            ("", "same_site = \"Lax\""),
+            ("redirect_https = true", "same_site = \"None\""),
+        ] {
             let cfg = Config::parse(&with("", quiet.0, quiet.1), Path::new(".")).unwrap();
             assert!(cfg.warnings.is_empty(), "{quiet:?}: {:?}", cfg.warnings);
         }

@@ -31,7 +31,8 @@ pub(super) async fn admit(
             .inc();
     };
     let client = if cfg.proxy_protocol {
-        if !cfg.proxy_protocol_from.is_empty() && !cidr::contains(&cfg.proxy_protocol_from, peer.ip())
+        if !cfg.proxy_protocol_from.is_empty()
+            && !cidr::contains(&cfg.proxy_protocol_from, peer.ip())
         {
             debug!(frontend = %cfg.name, %peer, "PROXY header from a peer outside proxy_protocol_from; closed");
             refuse("proxy_protocol");

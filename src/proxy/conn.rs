@@ -134,9 +134,21 @@ pub async fn serve(
 }
 
 /// Answers a request of a `redirect_https` listener; whether the connection stays open.
-async fn redirect(conn: &mut ClientConn, head: &Head, fe: &FrontendSnapshot, ctx: &ProxyCtx) -> bool {
+async fn redirect(
+    conn: &mut ClientConn,
+    head: &Head,
+    fe: &FrontendSnapshot,
+    ctx: &ProxyCtx,
+) -> bool {
     let Some(location) = super::redirect::location(head, fe.cfg.https_port) else {
-        refuse(conn, fe, Some(head), ProxyError::BadRequest, "no host to redirect to").await;
+        refuse(
+            conn,
+            fe,
+            Some(head),
+            ProxyError::BadRequest,
+            "no host to redirect to",
+        )
+        .await;
         return false;
     };
     let keep_alive = super::redirect::keeps_alive(head);

@@ -236,7 +236,13 @@ pub(super) async fn exchange(
             )
             .await;
         }
-        client_response(&resp, set_cookie, false, fe.cfg.hsts.as_deref(), &mut head_out);
+        client_response(
+            &resp,
+            set_cookie,
+            false,
+            fe.cfg.hsts.as_deref(),
+            &mut head_out,
+        );
         if write_within(&mut conn.io, &head_out, send_timeout)
             .await
             .is_err()

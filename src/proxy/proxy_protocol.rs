@@ -97,7 +97,10 @@ async fn read_v1(
         if room == 0 {
             return Err(HeaderError::TooLong);
         }
-        let n = tcp.peek(&mut peeked[..room]).await.map_err(HeaderError::Io)?;
+        let n = tcp
+            .peek(&mut peeked[..room])
+            .await
+            .map_err(HeaderError::Io)?;
         if n == 0 {
             return Err(HeaderError::Closed);
         }
@@ -166,7 +169,9 @@ mod tests {
     #[tokio::test]
     async fn v2_in_two_writes_and_v1_unknown() {
         let mut v2 = V2_SIGNATURE.to_vec();
-        v2.extend([0x21, 0x11, 0, 12, 198, 51, 100, 9, 10, 0, 0, 1, 0xC0, 0x00, 1, 187]);
+        v2.extend([
+            0x21, 0x11, 0, 12, 198, 51, 100, 9, 10, 0, 0, 1, 0xC0, 0x00, 1, 187,
+        ]);
         let (head, tail) = v2.split_at(7);
         let mut tail = tail.to_vec();
         tail.extend(b"\x16\x03\x01");

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn host_port_is_replaced_and_target_kept() {
         assert_eq!(
-            loc("GET /hub/?a=1 HTTP/1.1\r\nHost: qlik.example:80\r\n\r\n", 443),
+            loc(
+                "GET /hub/?a=1 HTTP/1.1\r\nHost: qlik.example:80\r\n\r\n",
+                443
+            ),
             "https://qlik.example/hub/?a=1"
         );
         assert_eq!(
@@ -85,7 +88,10 @@ mod tests {
             "https://[::1]/x"
         );
         assert_eq!(
-            loc("GET http://a.example:81/b HTTP/1.1\r\nHost: other\r\n\r\n", 443),
+            loc(
+                "GET http://a.example:81/b HTTP/1.1\r\nHost: other\r\n\r\n",
+                443
+            ),
             "https://a.example/b"
         );
         assert_eq!(

@@ -81,10 +81,7 @@ impl Cert {
     }
 
     /// A TLS handshake for `localhost` over `tcp`, trusting only this certificate.
-    pub async fn connect(
-        &self,
-        tcp: TcpStream,
-    ) -> tokio_rustls::client::TlsStream<TcpStream> {
+    pub async fn connect(&self, tcp: TcpStream) -> tokio_rustls::client::TlsStream<TcpStream> {
         let cfg = qlik_lb::tls::client_config_from(None, vec![self.der.clone()], true).unwrap();
         tokio_rustls::TlsConnector::from(cfg)
             .connect(
