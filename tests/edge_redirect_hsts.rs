@@ -59,6 +59,9 @@ async fn every_request_gets_a_308_and_no_backend_is_touched() {
             .send(b"GET / HTTP/1.1\nHost: qlik.example\r\n\r\n")
             .await;
         assert_eq!(bad.status(), Some(400));
+        // HTTP/1.0 may come without Host: there is no site to redirect to.
+        let hostless = door.send(b"GET / HTTP/1.0\r\n\r\n").await;
+        assert_eq!(hostless.status(), Some(400));
         assert_eq!(
             door.rec.requests().len(),
             0,

@@ -141,6 +141,12 @@ async fn redirect(
     ctx: &ProxyCtx,
 ) -> bool {
     let Some(location) = super::redirect::location(head, fe.cfg.https_port) else {
+        // An HTTP/1.0 request without Host: there is no site to send it to.
+        ctx.shared
+            .metrics
+            .client_errors_total
+            .with_label_values(&[&fe.cfg.name, "bad_request"])
+            .inc();
         refuse(
             conn,
             fe,
