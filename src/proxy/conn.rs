@@ -12,6 +12,7 @@ use super::upstream::BackendConn;
 use super::ProxyCtx;
 use crate::balance::Backend;
 use crate::conn_limit::ConnSlot;
+use crate::metrics::code_class;
 use crate::snapshot::FrontendSnapshot;
 use crate::threads::signal;
 use bytes::BytesMut;
@@ -91,6 +92,12 @@ pub async fn serve(
                 break;
             }
         };
+        if fe.cfg.redirect_https {
+            match redirect(&mut conn, &head, &fe, &ctx).await {
+                true if !ctx.lifecycle.is_stopping() => continue,
+                _ => break,
+            }
+        }
         let pool = ctx.runtime.load().pools.get(&fe.cfg.pool).cloned();
         let Some(pool) = pool else {
             refuse(
@@ -126,6 +133,45 @@ pub async fn serve(
     close_within(&mut conn.io, fe.cfg.send_timeout.get()).await;
 }
 
+/// Answers a request of a `redirect_https` listener; whether the connection stays open.
+async fn redirect(
+    conn: &mut ClientConn,
+    head: &Head,
+    fe: &FrontendSnapshot,
+    ctx: &ProxyCtx,
+) -> bool {
+    let Some(location) = super::redirect::location(head, fe.cfg.https_port) else {
+        // An HTTP/1.0 request without Host: there is no site to send it to.
+        ctx.shared
+            .metrics
+            .client_errors_total
+            .with_label_values(&[&fe.cfg.name, "bad_request"])
+            .inc();
+        refuse(
+            conn,
+            fe,
+            Some(head),
+            ProxyError::BadRequest,
+            "no host to redirect to",
+        )
+        .await;
+        return false;
+    };
+    let keep_alive = super::redirect::keeps_alive(head);
+    let id = request_id();
+    let answer = super::redirect::answer(&location, &id, keep_alive);
+    ctx.shared
+        .metrics
+        .http_requests_total
+        .with_label_values(&[&fe.cfg.name, &fe.cfg.pool, "none", code_class(308)])
+        .inc();
+    debug!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, "redirected to https");
+    write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get())
+        .await
+        .is_ok()
+        && keep_alive
+}
+
 pub(super) async fn refuse(
     conn: &mut ClientConn,
     fe: &FrontendSnapshot,
@@ -136,6 +182,6 @@ pub(super) async fn refuse(
     let id = request_id();
     let (code, _) = err.status();
     warn!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, status = code, "{why}");
-    let answer = error_response(err, head, &id, false);
+    let answer = error_response(err, head, &id, false, fe.cfg.hsts.as_deref());
     let _ = write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get()).await;
 }

@@ -5,6 +5,7 @@
 //! anything reaches a backend, slow heads get a 408, and an upgraded connection is handed to a
 //! tunnel that costs almost nothing while idle.
 
+mod admit;
 pub mod backend_head;
 pub mod body;
 pub mod chunked;
@@ -13,6 +14,8 @@ pub mod conn;
 mod exchange;
 pub mod head;
 pub mod listener;
+pub mod proxy_protocol;
+mod redirect;
 pub mod request_head;
 pub mod respond;
 pub mod rewrite;

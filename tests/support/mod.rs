@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod browser;
 pub mod door;
+pub mod edge;
 pub mod raw;
 pub mod recording;
 pub mod scripted;
