@@ -1,6 +1,7 @@
 //! One request and its answer: route, pick or open a backend connection (with the one safe
 //! retry), send the head and body, read the answer, pin the user, and stream it back.
 
+use crate::tls::backend::BackendTls;
 use super::backend_head::{is_websocket_accept, read_response_head, ResponseHeadError};
 use super::body::{
     check_buffered, copy_body, inline_small_body, write_within, BodyCopy, BodyError,
@@ -77,6 +78,7 @@ pub(super) async fn exchange(
     head: Head,
     fe: &FrontendSnapshot,
     pool: &Arc<Pool>,
+    backend_tls: Option<&BackendTls>,
     ctx: &ProxyCtx,
 ) -> Next {
     let started = Instant::now();
@@ -143,7 +145,7 @@ pub(super) async fn exchange(
             &mut conn,
             &head,
             pool,
-            ctx,
+            backend_tls,
             &mut chosen,
             &mut tries,
             idempotent,
@@ -323,7 +325,7 @@ async fn acquire(
     conn: &mut ClientConn,
     head: &Head,
     pool: &Pool,
-    ctx: &ProxyCtx,
+    backend_tls: Option<&BackendTls>,
     chosen: &mut Route,
     tries: &mut Tries,
     idempotent: bool,
@@ -344,7 +346,7 @@ async fn acquire(
                 connect(
                     &b.target(),
                     pool.cfg.connect_timeout.get(),
-                    &ctx.backend_tls,
+                    backend_tls,
                 )
                 .await
             }

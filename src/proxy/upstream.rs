@@ -7,9 +7,9 @@ use crate::balance::registry::{BackendTarget, IdleConnections};
 use crate::balance::Backend;
 use crate::threads::workers;
 use bytes::BytesMut;
-use rustls::pki_types::ServerName;
+use crate::tls::backend::BackendTls;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -38,12 +38,14 @@ pub enum ConnectError {
     Io(String, std::io::Error),
     #[error("TLS to {0} failed: {1}")]
     Tls(String, std::io::Error),
+    #[error("TLS to {0}: the pool has no TLS client config")]
+    NoTlsConfig(String),
 }
 
 pub async fn connect(
     target: &BackendTarget,
     timeout: Duration,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: Option<&BackendTls>,
 ) -> Result<BackendConn, ConnectError> {
     let authority = target.url.authority();
     let work = async {
@@ -52,9 +54,12 @@ pub async fn connect(
             .map_err(|e| ConnectError::Io(authority.clone(), e))?;
         let _ = tcp.set_nodelay(true);
         let io = if target.url.tls {
-            let name = ServerName::try_from(target.url.host.clone())
+            let tls = tls.ok_or_else(|| ConnectError::NoTlsConfig(authority.clone()))?;
+            let name = tls
+                .name_for(&target.url.host)
                 .map_err(|e| ConnectError::Tls(authority.clone(), std::io::Error::other(e)))?;
-            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            // A certificate that fails verification ends the handshake here: a connect failure.
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Tls(authority.clone(), e))?;
