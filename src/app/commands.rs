@@ -22,6 +22,15 @@ pub fn check(path: &Path) -> ExitCode {
             for missing in &cfg.missing_files {
                 println!("warning: {}: {missing} (needed to start)", path.display());
             }
+            for (i, pool) in cfg.file.pool.iter().enumerate() {
+                if !pool.tls.verify {
+                    println!(
+                        "warning: {}: pool[{i}].tls.verify = false: the https backends of pool `{}` are not verified; anyone on the path can pose as them",
+                        path.display(),
+                        pool.name
+                    );
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
