@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod door;
+pub mod pki;
 pub mod raw;
 pub mod recording;
 pub mod scripted;
