@@ -155,19 +155,28 @@ pub fn reload_on_certificate_change(
         path: "certificate folders".into(),
         source,
     })?;
-    tokio::spawn(watch_loop(reloader, watcher, rx, stop));
+    let mut watcher = watcher;
+    // Watching before this returns: a file replaced right after is not missed.
+    let config_changes = reloader.shared.config_changes();
+    let mut watching = BTreeSet::new();
+    follow(&mut watcher, &mut watching, watched_dirs(&reloader.runtime.load()));
+    tokio::spawn(watch_loop(
+        reloader,
+        (watcher, watching),
+        rx,
+        config_changes,
+        stop,
+    ));
     Ok(())
 }
 
 async fn watch_loop(
     reloader: Arc<Reloader>,
-    mut watcher: notify::RecommendedWatcher,
+    (mut watcher, mut watching): (notify::RecommendedWatcher, BTreeSet<PathBuf>),
     mut rx: UnboundedReceiver<()>,
+    mut config_changes: tokio::sync::watch::Receiver<u64>,
     stop: CancellationToken,
 ) {
-    let mut config_changes = reloader.shared.config_changes();
-    let mut watching = BTreeSet::new();
-    follow(&mut watcher, &mut watching, watched_dirs(&reloader.runtime.load()));
     // The failure reported last: the same bad file is not reported again at each notice.
     let mut last_reported: Option<Vec<ConfigError>> = None;
     loop {
