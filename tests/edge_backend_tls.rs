@@ -179,3 +179,33 @@ name = "proxies"
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_that_turns_verification_on_reuses_no_unverified_connection() {
+    let site = TestPki::generate("site");
+    let stranger = TestPki::generate("stranger");
+    let dir = tempfile::tempdir().unwrap();
+    site.write_client_files(dir.path());
+    let backend = https_backend(&stranger, false).await;
+    let file = dir.path().join("qlik-lb.toml");
+    std::fs::write(&file, config(&backend, "  verify = false", "")).unwrap();
+    let lb = Instance::start(qlik_lb::config::Config::load(&file).unwrap())
+        .await
+        .unwrap();
+    // One client connection throughout: its requests run on one worker, whose idle pool holds
+    // the backend connection of the first answer.
+    let front = lb.frontend_addr("public").unwrap();
+    // The first health round (a TCP connect) runs at start; the next is an hour away.
+    eventually(5, || backend.accepted() == 1).await;
+    let mut client = tokio::net::TcpStream::connect(front).await.unwrap();
+    let mut buf = Vec::new();
+    let get = b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n";
+    assert_eq!(within(10, raw::exchange(&mut client, &mut buf, get)).await.status, 200);
+    assert_eq!(within(10, raw::exchange(&mut client, &mut buf, get)).await.status, 200);
+    assert_eq!(backend.accepted(), 2, "the second request reused the pooled connection");
+
+    std::fs::write(&file, config(&backend, "  ca = \"root.pem\"", "")).unwrap();
+    assert!(lb.reload(qlik_lb::reload::Trigger::Api).await.ok);
+    assert_eq!(within(10, raw::exchange(&mut client, &mut buf, get)).await.status, 502);
+    assert_eq!(backend.hits(), 2, "the connection nobody verified was not reused");
+}

@@ -339,7 +339,10 @@ async fn acquire(
             }
             _ => None,
         };
-        let pooled = bound.or_else(|| (!tries.fresh_only).then(|| idle_pool(&b)?.take()).flatten());
+        let pooled = bound.or_else(|| (!tries.fresh_only)
+                .then(|| idle_pool(&b)?.take())
+                .flatten()
+                .filter(|c| c.fits(backend_tls)));
         let attempt = match pooled {
             Some(c) => Ok(c),
             None => {

@@ -28,6 +28,8 @@ pub struct BackendConn {
     idle_since: Instant,
     /// Came from the pool (a failure before any answer may just mean the backend closed it).
     pub reused: bool,
+    /// The `[pool.tls]` settings a TLS connection was verified with (`BackendTls::settings`).
+    tls_settings: Option<[u8; 32]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,7 @@ pub async fn connect(
             .await
             .map_err(|e| ConnectError::Io(authority.clone(), e))?;
         let _ = tcp.set_nodelay(true);
+        let mut tls_settings = None;
         let io = if target.url.tls {
             let tls = tls.ok_or_else(|| ConnectError::NoTlsConfig(authority.clone()))?;
             let name = tls
@@ -63,6 +66,7 @@ pub async fn connect(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Tls(authority.clone(), e))?;
+            tls_settings = Some(tls.settings);
             Stream::Tls(Box::new(stream))
         } else {
             Stream::Plain(tcp)
@@ -72,6 +76,7 @@ pub async fn connect(
             buf: BytesMut::new(),
             idle_since: Instant::now(),
             reused: false,
+            tls_settings,
         })
     };
     tokio::time::timeout(timeout, work)
@@ -80,6 +85,13 @@ pub async fn connect(
 }
 
 impl BackendConn {
+    /// Opened under the pool's current TLS settings (or plain): a connection verified under
+    /// settings a reload has since changed is not reused.
+    pub fn fits(&self, tls: Option<&BackendTls>) -> bool {
+        self.tls_settings
+            .is_none_or(|s| tls.is_some_and(|t| t.settings == s))
+    }
+
     /// Nothing arrived since the last answer was read (see `is_clean`).
     pub fn is_clean(&mut self) -> bool {
         self.buf.is_empty() && is_clean(&mut self.io)

@@ -5,6 +5,7 @@
 use super::{load_certs, load_key, provider, AcceptAnyServer, TlsError};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -52,6 +53,9 @@ pub struct BackendTls {
     pub config: Arc<ClientConfig>,
     /// Checked against the backend's certificate instead of each url's host.
     pub server_name: Option<ServerName<'static>>,
+    /// A digest of everything the config was built from (files' contents included): equal
+    /// digests verify alike, so a connection opened under one may be reused under the other.
+    pub settings: [u8; 32],
 }
 
 impl BackendTls {
@@ -67,6 +71,9 @@ impl BackendTls {
                 })
             })
             .transpose()?;
+        let mut settings = Sha256::new();
+        settings.update(spec.server_name.unwrap_or("").as_bytes());
+        settings.update([0]);
         let identity = match spec.identity {
             Some((cert, key)) => Some((
                 load_certs(cert).map_err(|e| (BackendTlsKey::Cert, e))?,
@@ -77,15 +84,29 @@ impl BackendTls {
         let builder = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| (BackendTlsKey::Ca, e.into()))?;
+        if let Some((certs, key)) = &identity {
+            for c in certs {
+                settings.update(c.as_ref());
+            }
+            settings.update(key.secret_der());
+        }
         let builder = match spec.trust {
-            Trust::Anything => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider()))),
+            Trust::Anything => {
+                settings.update(b"unverified");
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
+            }
             Trust::CaFile(path) => {
                 let ca = load_certs(path).map_err(|e| (BackendTlsKey::Ca, e))?;
+                settings.update(b"ca");
+                for c in &ca {
+                    settings.update(c.as_ref());
+                }
                 builder.with_root_certificates(roots_of(ca).map_err(|e| (BackendTlsKey::Ca, e))?)
             }
             Trust::SystemRoots => {
+                settings.update(b"system roots");
                 builder.with_root_certificates(system_roots().map_err(|e| (BackendTlsKey::Ca, e))?)
             }
         };
@@ -98,6 +119,7 @@ impl BackendTls {
         Ok(BackendTls {
             config: Arc::new(config),
             server_name,
+            settings: settings.finalize().into(),
         })
     }
 
