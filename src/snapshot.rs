@@ -260,7 +260,11 @@ fn frontend_tls(
 }
 
 /// The client config of pool `i`, when it has https:// backends.
-fn pool_backend_tls(config: &Config, i: usize, errors: &mut Vec<ConfigError>) -> Option<BackendTls> {
+fn pool_backend_tls(
+    config: &Config,
+    i: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Option<BackendTls> {
     let pool = &config.file.pool[i];
     let any_https = pool
         .backend
@@ -270,11 +274,10 @@ fn pool_backend_tls(config: &Config, i: usize, errors: &mut Vec<ConfigError>) ->
         return None;
     }
     let t = &pool.tls;
-    let ca = t
-        .ca
-        .clone()
-        .or_else(|| config.file.qlik_certs.as_ref().map(|q| q.ca.clone()))
-        .map(|p| config.resolve(&p));
+    let ca =
+        t.ca.clone()
+            .or_else(|| config.file.qlik_certs.as_ref().map(|q| q.ca.clone()))
+            .map(|p| config.resolve(&p));
     let identity = match (&t.cert, &t.key) {
         (Some(c), Some(k)) => Some((config.resolve(c), config.resolve(k))),
         _ => None,

@@ -42,7 +42,12 @@ response_timeout = "5s"
 }
 
 async fn https_backend(pki: &TestPki, require_client: bool) -> EngineStub {
-    EngineStub::start_tls(200, "from the backend", Some(pki.server_config(require_client))).await
+    EngineStub::start_tls(
+        200,
+        "from the backend",
+        Some(pki.server_config(require_client)),
+    )
+    .await
 }
 
 async fn front_door(toml: &str, dir: &Path) -> Instance {
@@ -92,7 +97,8 @@ async fn the_ca_defaults_to_the_qlik_certs_ca() {
     let dir = tempfile::tempdir().unwrap();
     site.write_client_files(dir.path());
     let backend = https_backend(&site, false).await;
-    let qlik_certs = "[qlik_certs]\ncert = \"client.pem\"\nkey = \"client_key.pem\"\nca = \"root.pem\"\n";
+    let qlik_certs =
+        "[qlik_certs]\ncert = \"client.pem\"\nkey = \"client_key.pem\"\nca = \"root.pem\"\n";
     let lb = front_door(&config(&backend, "", qlik_certs), dir.path()).await;
     assert_eq!(get_status(&lb).await, 200);
     assert_eq!(backend.hits(), 1);
@@ -171,9 +177,7 @@ name = "proxies"
   id = "b1"
   url = "https://127.0.0.1:1"
 "#;
-    let err = qlik_lb::config::Config::parse(toml, Path::new("."))
-        .err()
-        .expect("refused");
+    let err = qlik_lb::config::Config::parse(toml, Path::new(".")).expect_err("refused");
     assert!(
         err.errors.iter().any(|e| e.key == "pool[0].tls.key"),
         "{err}"
@@ -200,12 +204,35 @@ async fn a_reload_that_turns_verification_on_reuses_no_unverified_connection() {
     let mut client = tokio::net::TcpStream::connect(front).await.unwrap();
     let mut buf = Vec::new();
     let get = b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n";
-    assert_eq!(within(10, raw::exchange(&mut client, &mut buf, get)).await.status, 200);
-    assert_eq!(within(10, raw::exchange(&mut client, &mut buf, get)).await.status, 200);
-    assert_eq!(backend.accepted(), 2, "the second request reused the pooled connection");
+    assert_eq!(
+        within(10, raw::exchange(&mut client, &mut buf, get))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        within(10, raw::exchange(&mut client, &mut buf, get))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        backend.accepted(),
+        2,
+        "the second request reused the pooled connection"
+    );
 
     std::fs::write(&file, config(&backend, "  ca = \"root.pem\"", "")).unwrap();
     assert!(lb.reload(qlik_lb::reload::Trigger::Api).await.ok);
-    assert_eq!(within(10, raw::exchange(&mut client, &mut buf, get)).await.status, 502);
-    assert_eq!(backend.hits(), 2, "the connection nobody verified was not reused");
+    assert_eq!(
+        within(10, raw::exchange(&mut client, &mut buf, get))
+            .await
+            .status,
+        502
+    );
+    assert_eq!(
+        backend.hits(),
+        2,
+        "the connection nobody verified was not reused"
+    );
 }

@@ -36,7 +36,12 @@ async fn door(first: &Leaf) -> Door {
         cert.display(),
         key.display()
     );
-    let lb = start(&frontdoor_config(&[("b1", backend.addr_string())], "", &tls)).await;
+    let lb = start(&frontdoor_config(
+        &[("b1", backend.addr_string())],
+        "",
+        &tls,
+    ))
+    .await;
     lb.watch_for_reloads().unwrap();
     Door {
         lb,
@@ -63,7 +68,9 @@ fn expiry_sample() -> String {
 }
 
 async fn last_reload(lb: &Instance) -> serde_json::Value {
-    let st = raw::get(lb.admin_addr().unwrap(), "/api/v1/status", &[]).await.json();
+    let st = raw::get(lb.admin_addr().unwrap(), "/api/v1/status", &[])
+        .await
+        .json();
     st["config"]["last_reload"].clone()
 }
 
@@ -90,7 +97,11 @@ async fn a_replaced_pair_serves_new_handshakes_while_an_open_tunnel_keeps_echoin
         ws.send(Message::text("after")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("after"));
         assert_eq!(metric(&d.lb, &expiry_sample()).await, new.not_after as f64);
-        assert_eq!(metric(&d.lb, ERRORS).await, 0.0, "the half-replaced pair was no error");
+        assert_eq!(
+            metric(&d.lb, ERRORS).await,
+            0.0,
+            "the half-replaced pair was no error"
+        );
         let last = last_reload(&d.lb).await;
         assert_eq!(last["ok"], true, "{last}");
         assert_eq!(last["trigger"], "certificate", "{last}");
@@ -107,7 +118,11 @@ async fn a_bad_replacement_keeps_the_old_pair_and_is_reported_once() {
     within(20, async {
         std::fs::write(&d.cert, "-----BEGIN CERTIFICATE-----\nnot base64\n").unwrap();
         metric_reaches(&d.lb, ERRORS, 1.0, 10).await;
-        assert_eq!(served(front, Some(NAME)).await, old.der, "the old pair serves on");
+        assert_eq!(
+            served(front, Some(NAME)).await,
+            old.der,
+            "the old pair serves on"
+        );
         assert_eq!(metric(&d.lb, &expiry_sample()).await, old.not_after as f64);
         let last = last_reload(&d.lb).await;
         assert_eq!(last["ok"], false, "{last}");
@@ -135,7 +150,12 @@ async fn a_config_reload_serves_the_certificates_it_names() {
     let second = ca.leaf(&[NAME], (2033, 3, 3));
     let dir = tempfile::tempdir().unwrap();
     let backend = TestBackend::start("b1").await;
-    let pair = |n: &str| (dir.path().join(format!("{n}.pem")), dir.path().join(format!("{n}-key.pem")));
+    let pair = |n: &str| {
+        (
+            dir.path().join(format!("{n}.pem")),
+            dir.path().join(format!("{n}-key.pem")),
+        )
+    };
     let (c1, k1) = pair("first");
     let (c2, k2) = pair("second");
     first.write(&c1, &k1);
@@ -144,7 +164,11 @@ async fn a_config_reload_serves_the_certificates_it_names() {
         frontdoor_config(
             &[("b1", backend.addr_string())],
             "",
-            &format!("tls = {{ cert = \"{}\", key = \"{}\" }}", c.display(), k.display()),
+            &format!(
+                "tls = {{ cert = \"{}\", key = \"{}\" }}",
+                c.display(),
+                k.display()
+            ),
         )
     };
     let file = dir.path().join("qlik-lb.toml");

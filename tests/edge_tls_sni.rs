@@ -54,10 +54,22 @@ async fn the_certificate_matching_the_sni_is_served_and_the_first_otherwise() {
         for (sni, expected, why) in [
             (Some("portal.example.test"), &portal, "exact name"),
             (Some("PORTAL.example.test"), &portal, "names ignore case"),
-            (Some("hub.example.test"), &hub, "second certificate's second name"),
+            (
+                Some("hub.example.test"),
+                &hub,
+                "second certificate's second name",
+            ),
             (Some("eu.hub.example.test"), &hub, "wildcard, one label"),
-            (Some("a.eu.hub.example.test"), &portal, "a wildcard covers one label only"),
-            (Some("elsewhere.example.test"), &portal, "no match: the first"),
+            (
+                Some("a.eu.hub.example.test"),
+                &portal,
+                "a wildcard covers one label only",
+            ),
+            (
+                Some("elsewhere.example.test"),
+                &portal,
+                "no match: the first",
+            ),
             (None, &portal, "no SNI: the first"),
         ] {
             assert_eq!(served(front, sni).await, expected.der, "{why} ({sni:?})");
@@ -90,7 +102,10 @@ async fn the_expiry_gauge_is_each_certificates_not_after() {
         &pairs.frontend_tls(&[&portal, &hub]),
     ))
     .await;
-    for (name, leaf) in [("portal.example.test", &portal), ("*.hub.example.test", &hub)] {
+    for (name, leaf) in [
+        ("portal.example.test", &portal),
+        ("*.hub.example.test", &hub),
+    ] {
         let sample = format!(
             "qlb_tls_certificate_expiry_timestamp_seconds{{frontend=\"public\",name=\"{name}\"}}"
         );
@@ -111,7 +126,12 @@ async fn a_single_pair_serves_every_name() {
         cert.display(),
         key.display()
     );
-    let lb = start(&frontdoor_config(&[("b1", backend.addr_string())], "", &tls)).await;
+    let lb = start(&frontdoor_config(
+        &[("b1", backend.addr_string())],
+        "",
+        &tls,
+    ))
+    .await;
     let front = lb.frontend_addr("public").unwrap();
     within(10, async {
         assert_eq!(served(front, Some("other.example.test")).await, only.der);
@@ -135,9 +155,7 @@ name = "proxies"
   id = "b1"
   url = "http://127.0.0.1:1"
 "#;
-    let err = qlik_lb::config::Config::parse(toml, std::path::Path::new("."))
-        .err()
-        .expect("refused");
+    let err = qlik_lb::config::Config::parse(toml, std::path::Path::new(".")).expect_err("refused");
     assert!(
         err.errors.iter().any(|e| e.key == "frontend[0].tls"),
         "{err}"

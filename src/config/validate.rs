@@ -220,7 +220,10 @@ fn check_frontend_tls(r: &mut Report<'_>, base: &[Seg], dir: &Path, tls: &Fronte
     }
     if single && (tls.cert.is_none() || tls.key.is_none()) {
         let absent = if tls.cert.is_none() { "cert" } else { "key" };
-        r.err(&at(base, &[k(absent)]), "cert and key go together; this one is missing");
+        r.err(
+            &at(base, &[k(absent)]),
+            "cert and key go together; this one is missing",
+        );
         return;
     }
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {

@@ -1,7 +1,6 @@
 //! One request and its answer: route, pick or open a backend connection (with the one safe
 //! retry), send the head and body, read the answer, pin the user, and stream it back.
 
-use crate::tls::backend::BackendTls;
 use super::backend_head::{is_websocket_accept, read_response_head, ResponseHeadError};
 use super::body::{
     check_buffered, copy_body, inline_small_body, write_within, BodyCopy, BodyError,
@@ -20,6 +19,7 @@ use crate::balance::Outcome;
 use crate::balance::{Backend, Pool};
 use crate::metrics::code_class;
 use crate::snapshot::FrontendSnapshot;
+use crate::tls::backend::BackendTls;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -339,20 +339,15 @@ async fn acquire(
             }
             _ => None,
         };
-        let pooled = bound.or_else(|| (!tries.fresh_only)
+        let pooled = bound.or_else(|| {
+            (!tries.fresh_only)
                 .then(|| idle_pool(&b)?.take())
                 .flatten()
-                .filter(|c| c.fits(backend_tls)));
+                .filter(|c| c.fits(backend_tls))
+        });
         let attempt = match pooled {
             Some(c) => Ok(c),
-            None => {
-                connect(
-                    &b.target(),
-                    pool.cfg.connect_timeout.get(),
-                    backend_tls,
-                )
-                .await
-            }
+            None => connect(&b.target(), pool.cfg.connect_timeout.get(), backend_tls).await,
         };
         match attempt {
             Ok(c) => {

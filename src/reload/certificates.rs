@@ -159,7 +159,11 @@ pub fn reload_on_certificate_change(
     // Watching before this returns: a file replaced right after is not missed.
     let config_changes = reloader.shared.config_changes();
     let mut watching = BTreeSet::new();
-    follow(&mut watcher, &mut watching, watched_dirs(&reloader.runtime.load()));
+    follow(
+        &mut watcher,
+        &mut watching,
+        watched_dirs(&reloader.runtime.load()),
+    );
     tokio::spawn(watch_loop(
         reloader,
         (watcher, watching),
@@ -217,7 +221,11 @@ async fn watch_loop(
 }
 
 /// Waits until no notice came for `quiet`; false when the watch is over.
-async fn quiet_for(rx: &mut UnboundedReceiver<()>, quiet: Duration, stop: &CancellationToken) -> bool {
+async fn quiet_for(
+    rx: &mut UnboundedReceiver<()>,
+    quiet: Duration,
+    stop: &CancellationToken,
+) -> bool {
     loop {
         tokio::select! {
             got = rx.recv() => if got.is_none() { return false },

@@ -33,7 +33,10 @@ impl LoadedCert {
 
     /// Both files still hold what was loaded.
     pub fn is_current(&self) -> bool {
-        match (std::fs::read(&self.cert_path), std::fs::read(&self.key_path)) {
+        match (
+            std::fs::read(&self.cert_path),
+            std::fs::read(&self.key_path),
+        ) {
             (Ok(c), Ok(k)) => fingerprint(&c, &k) == self.fingerprint,
             _ => false,
         }
@@ -175,9 +178,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// TLS 1.2 and 1.3, ALPN http/1.1, certificates from `resolver`.
-pub fn frontend_server_config(
-    resolver: Arc<SniResolver>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn frontend_server_config(resolver: Arc<SniResolver>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -72,14 +72,12 @@ impl EngineStub {
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     match acceptor {
-                        Some(a) => {
-                            match a.accept(tcp).await {
-                                Ok(s) => {
-                                    let _ = http.serve_connection(TokioIo::new(s), svc).await;
-                                }
-                                Err(e) => errs.lock().unwrap().push(e.to_string()),
+                        Some(a) => match a.accept(tcp).await {
+                            Ok(s) => {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
                             }
-                        }
+                            Err(e) => errs.lock().unwrap().push(e.to_string()),
+                        },
                         None => {
                             let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
                         }
