@@ -44,6 +44,7 @@ pub struct Metrics {
     pub license_release_decisions_total: IntCounterVec,
     pub job_runs_total: IntCounterVec,
     pub job_last_success_timestamp_seconds: GaugeVec,
+    pub tls_certificate_expiry_timestamp_seconds: GaugeVec,
     pub build_info: IntGauge,
 }
 
@@ -291,6 +292,12 @@ impl Metrics {
                 "qlb_job_last_success_timestamp_seconds",
                 "Unix time of the job's last successful run.",
                 &["job"],
+            ),
+            tls_certificate_expiry_timestamp_seconds: fgauge(
+                r,
+                "qlb_tls_certificate_expiry_timestamp_seconds",
+                "Unix time the served certificate expires (its notAfter).",
+                &["frontend", "name"],
             ),
             build_info,
             registry,

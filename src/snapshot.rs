@@ -5,9 +5,12 @@ use crate::balance::health::CheckTargets;
 use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::spec::backend_specs;
 use crate::balance::{Pool, Registry};
-use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig};
+use crate::config::url::BackendUrl;
+use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig, FrontendTls};
 use crate::conn_limit::ConnLimit;
 use crate::metrics::Metrics;
+use crate::tls::backend::{BackendTls, BackendTlsKey, BackendTlsSpec, Trust};
+use crate::tls::frontend::{frontend_server_config, load_pair, SniResolver};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -76,9 +79,16 @@ impl Shared {
     }
 }
 
+/// A TLS frontend's server config and the resolver behind it, whose certificates the file
+/// watcher replaces in place.
+pub struct FrontendTlsState {
+    pub config: Arc<rustls::ServerConfig>,
+    pub resolver: Arc<SniResolver>,
+}
+
 pub struct FrontendSnapshot {
     pub cfg: FrontendConfig,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<FrontendTlsState>,
     /// Lower-cased header names never forwarded from a client.
     pub strip: Vec<String>,
 }
@@ -87,6 +97,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: HashMap<String, Arc<Pool>>,
     pub frontends: Vec<Arc<FrontendSnapshot>>,
+    /// Client configs of the pools with https:// backends, by pool name.
+    pub backend_tls: HashMap<String, Arc<BackendTls>>,
 }
 
 impl Snapshot {
@@ -126,21 +138,7 @@ impl Snapshot {
         let mut frontends = Vec::new();
         for (i, fe) in config.file.frontend.iter().enumerate() {
             let tls = match &fe.tls {
-                Some(t) => match crate::tls::server_config(
-                    &config.resolve(&t.cert),
-                    &config.resolve(&t.key),
-                    None,
-                ) {
-                    Ok(c) => Some(c),
-                    Err(e) => {
-                        errors.push(ConfigError {
-                            key: format!("frontend[{i}].tls"),
-                            line: None,
-                            message: e.to_string(),
-                        });
-                        None
-                    }
-                },
+                Some(t) => frontend_tls(&config, i, t, &mut errors),
                 None => None,
             };
             frontends.push(Arc::new(FrontendSnapshot {
@@ -162,6 +160,12 @@ impl Snapshot {
                     line: None,
                     message: e.message,
                 })),
+            }
+        }
+        let mut backend_tls = HashMap::new();
+        for (i, p) in config.file.pool.iter().enumerate() {
+            if let Some(t) = pool_backend_tls(&config, i, &mut errors) {
+                backend_tls.insert(p.name.clone(), Arc::new(t));
             }
         }
         if !errors.is_empty() {
@@ -191,11 +195,28 @@ impl Snapshot {
             .flat_map(|p| p.backend.iter().map(|b| (p.name.clone(), b.id.clone())))
             .collect();
         shared.registry.retain(&keep);
-        Ok(Snapshot {
+        let snapshot = Snapshot {
             config: Arc::new(config),
             pools,
             frontends,
-        })
+            backend_tls,
+        };
+        snapshot.publish_certificate_expiry(&shared.metrics);
+        Ok(snapshot)
+    }
+
+    /// Sets the expiry gauge to the certificates this snapshot serves now, and only those.
+    pub fn publish_certificate_expiry(&self, metrics: &Metrics) {
+        let gauge = &metrics.tls_certificate_expiry_timestamp_seconds;
+        gauge.reset();
+        for fe in &self.frontends {
+            let Some(tls) = &fe.tls else { continue };
+            for cert in tls.resolver.certs().iter() {
+                gauge
+                    .with_label_values(&[&fe.cfg.name, cert.first_name()])
+                    .set(cert.not_after as f64);
+            }
+        }
     }
 
     pub fn frontend(&self, name: &str) -> Option<&Arc<FrontendSnapshot>> {
@@ -207,6 +228,98 @@ impl Snapshot {
         CheckTargets {
             config: self.config.clone(),
             pools: self.pools.values().cloned().collect(),
+        }
+    }
+}
+
+/// Loads every certificate pair of frontend `i`; each failure is reported with its key path.
+fn frontend_tls(
+    config: &Config,
+    i: usize,
+    tls: &FrontendTls,
+    errors: &mut Vec<ConfigError>,
+) -> Option<FrontendTlsState> {
+    let mut loaded = Vec::new();
+    for (sub, files) in tls.pairs() {
+        let key = match sub.as_str() {
+            "" => format!("frontend[{i}].tls"),
+            s => format!("frontend[{i}].tls.{s}"),
+        };
+        match load_pair(&config.resolve(&files.cert), &config.resolve(&files.key)) {
+            Ok(c) => loaded.push(Arc::new(c)),
+            Err(e) => errors.push(ConfigError {
+                key,
+                line: None,
+                message: e.to_string(),
+            }),
+        }
+    }
+    if loaded.len() != tls.pairs().len() {
+        return None;
+    }
+    let resolver = SniResolver::new(loaded);
+    match frontend_server_config(resolver.clone()) {
+        Ok(config) => Some(FrontendTlsState { config, resolver }),
+        Err(e) => {
+            errors.push(ConfigError {
+                key: format!("frontend[{i}].tls"),
+                line: None,
+                message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// The client config of pool `i`, when it has https:// backends.
+fn pool_backend_tls(
+    config: &Config,
+    i: usize,
+    errors: &mut Vec<ConfigError>,
+) -> Option<BackendTls> {
+    let pool = &config.file.pool[i];
+    let any_https = pool
+        .backend
+        .iter()
+        .any(|b| BackendUrl::parse(&b.url).is_ok_and(|u| u.tls));
+    if !any_https {
+        return None;
+    }
+    let t = &pool.tls;
+    let ca =
+        t.ca.clone()
+            .or_else(|| config.file.qlik_certs.as_ref().map(|q| q.ca.clone()))
+            .map(|p| config.resolve(&p));
+    let identity = match (&t.cert, &t.key) {
+        (Some(c), Some(k)) => Some((config.resolve(c), config.resolve(k))),
+        _ => None,
+    };
+    let trust = match (&ca, t.verify) {
+        (_, false) => Trust::Anything,
+        (Some(ca), true) => Trust::CaFile(ca),
+        (None, true) => Trust::SystemRoots,
+    };
+    let spec = BackendTlsSpec {
+        trust,
+        server_name: t.server_name.as_deref(),
+        identity: identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    };
+    match BackendTls::build(&spec) {
+        Ok(b) => Some(b),
+        Err((key, e)) => {
+            // The default ca comes from [qlik_certs]: name that key when it is the one read.
+            let key = match (key, &t.ca) {
+                (BackendTlsKey::Ca, None) if t.verify && config.file.qlik_certs.is_some() => {
+                    "qlik_certs.ca".to_string()
+                }
+                (k, _) => format!("pool[{i}].tls.{}", k.as_str()),
+            };
+            errors.push(ConfigError {
+                key,
+                line: None,
+                message: e.to_string(),
+            });
+            None
         }
     }
 }

@@ -73,3 +73,36 @@ fn an_unreadable_file_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(text.contains("cannot read the config file"), "{text}");
 }
+
+#[test]
+fn unverified_backend_tls_checks_ok_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unverified.toml");
+    std::fs::write(
+        &path,
+        r#"
+[[frontend]]
+name = "public"
+listen = "127.0.0.1:8443"
+pool = "proxies"
+
+[[pool]]
+name = "proxies"
+  [pool.tls]
+  verify = false
+  [[pool.backend]]
+  id = "node1"
+  url = "https://qs-node1.corp.example:443"
+"#,
+    )
+    .unwrap();
+    let (code, text) = qlik_lb(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("warning: ")
+            && l.contains("pool[0].tls.verify")
+            && l.contains("not verified")),
+        "{text}"
+    );
+    assert_eq!(text.lines().last(), Some("ok"), "{text}");
+}

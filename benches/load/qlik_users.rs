@@ -68,7 +68,10 @@ struct UserResult {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    assert!(args.nodes.len() >= 3, "--nodes needs the three simulated nodes");
+    assert!(
+        args.nodes.len() >= 3,
+        "--nodes needs the three simulated nodes"
+    );
     let node_ids = reset_nodes(&args.nodes).await;
     let start = Instant::now();
     let series = Arc::new(Mutex::new(Vec::new()));
@@ -116,7 +119,10 @@ async fn main() {
     let report = report(&args, &node_ids, &results, at_last_arrival, series);
     std::fs::write(&args.out, serde_json::to_vec_pretty(&report).expect("JSON"))
         .expect("write the report");
-    println!("{}", serde_json::to_string(&report["summary"]).expect("JSON"));
+    println!(
+        "{}",
+        serde_json::to_string(&report["summary"]).expect("JSON")
+    );
 }
 
 /// One user: hub, then the app's QIX session for `session_secs`.

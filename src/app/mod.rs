@@ -157,9 +157,14 @@ impl Instance {
         self.reloader.reload(trigger).await
     }
 
-    /// Reloads on SIGHUP and whenever the config file changes, until shutdown.
+    /// Reloads on SIGHUP and whenever the config file or a frontend certificate changes, until
+    /// shutdown.
     pub fn watch_for_reloads(&self) -> Result<(), WatchError> {
         triggers::reload_on_sighup(self.reloader.clone(), self.background.clone())?;
+        crate::reload::certificates::reload_on_certificate_change(
+            self.reloader.clone(),
+            self.background.clone(),
+        )?;
         triggers::reload_on_file_change(self.reloader.clone(), self.background.clone())
     }
 

@@ -56,6 +56,40 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// `tls = { cert, key }` or `tls = { certs = [ {cert, key}, ... ] }`; validation asks for exactly
+/// one of the two shapes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FrontendTls {
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub certs: Vec<TlsFiles>,
+}
+
+impl FrontendTls {
+    /// The certificate pairs in order (the first is served when no SNI matches), each with its
+    /// key path relative to `tls`.
+    pub fn pairs(&self) -> Vec<(String, TlsFiles)> {
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            return vec![(
+                String::new(),
+                TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+            )];
+        }
+        self.certs
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (format!("certs[{i}]"), f.clone()))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FrontendConfig {
@@ -63,7 +97,7 @@ pub struct FrontendConfig {
     pub listen: String,
     pub pool: String,
     #[serde(default)]
-    pub tls: Option<TlsFiles>,
+    pub tls: Option<FrontendTls>,
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Dur,
     #[serde(default = "default_keepalive_timeout")]
@@ -147,6 +181,8 @@ pub struct PoolConfig {
     #[serde(default = "default_when_all_down")]
     pub when_all_down: WhenAllDown,
     #[serde(default)]
+    pub tls: PoolTlsConfig,
+    #[serde(default)]
     pub sticky: StickyConfig,
     #[serde(default)]
     pub health: HealthConfig,
@@ -165,7 +201,38 @@ impl PoolConfig {
             when_all_down: default_when_all_down(),
             sticky: StickyConfig::default(),
             health: HealthConfig::default(),
+            tls: PoolTlsConfig::default(),
             backend: Vec::new(),
+        }
+    }
+}
+
+/// `[pool.tls]`: how https:// backends are checked and what the balancer presents to them.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolTlsConfig {
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Default: `[qlik_certs] ca` when that section is set, else the system roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Default: the host of each backend url.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl Default for PoolTlsConfig {
+    fn default() -> Self {
+        PoolTlsConfig {
+            verify: true,
+            ca: None,
+            server_name: None,
+            cert: None,
+            key: None,
         }
     }
 }

@@ -95,8 +95,7 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Finding
             );
         }
         if let Some(tls) = &fe.tls {
-            check_file(&mut r, &at(&base, &[k("tls"), k("cert")]), dir, &tls.cert);
-            check_file(&mut r, &at(&base, &[k("tls"), k("key")]), dir, &tls.key);
+            check_frontend_tls(&mut r, &at(&base, &[k("tls")]), dir, tls);
         }
         if fe.max_header_bytes < 1024 {
             r.err(
@@ -223,6 +222,78 @@ fn check_file(r: &mut Report<'_>, path: &[Seg], dir: &Path, p: &Path) {
     }
 }
 
+/// Exactly one shape: `cert` + `key`, or a non-empty `certs` list of pairs.
+fn check_frontend_tls(r: &mut Report<'_>, base: &[Seg], dir: &Path, tls: &FrontendTls) {
+    let single = tls.cert.is_some() || tls.key.is_some();
+    if single && !tls.certs.is_empty() {
+        r.err(
+            base,
+            "write either cert + key or certs = [ {cert, key}, ... ], not both",
+        );
+        return;
+    }
+    if !single && tls.certs.is_empty() {
+        r.err(
+            base,
+            "needs cert + key, or certs = [ {cert, key}, ... ] with at least one pair",
+        );
+        return;
+    }
+    if single && (tls.cert.is_none() || tls.key.is_none()) {
+        let absent = if tls.cert.is_none() { "cert" } else { "key" };
+        r.err(
+            &at(base, &[k(absent)]),
+            "cert and key go together; this one is missing",
+        );
+        return;
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        check_file(r, &at(base, &[k("cert")]), dir, cert);
+        check_file(r, &at(base, &[k("key")]), dir, key);
+    }
+    for (i, pair) in tls.certs.iter().enumerate() {
+        let pbase = at(base, &[k("certs"), Seg::Index(i)]);
+        check_file(r, &at(&pbase, &[k("cert")]), dir, &pair.cert);
+        check_file(r, &at(&pbase, &[k("key")]), dir, &pair.key);
+    }
+}
+
+/// `[pool.tls]`: a client certificate needs its key; a server name must be a DNS name or an IP.
+fn check_pool_tls(r: &mut Report<'_>, base: &[Seg], dir: &Path, tls: &PoolTlsConfig) {
+    if !tls.verify {
+        r.warn(
+            &at(base, &[k("verify")]),
+            "is false: this pool's https backends are not verified; anyone on the path can pose as them",
+        );
+    }
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            check_file(r, &at(base, &[k("cert")]), dir, cert);
+            check_file(r, &at(base, &[k("key")]), dir, key);
+        }
+        (None, None) => {}
+        (Some(_), None) => r.err(
+            &at(base, &[k("key")]),
+            "a client certificate needs its key: set both cert and key, or neither",
+        ),
+        (None, Some(_)) => r.err(
+            &at(base, &[k("cert")]),
+            "a client key needs its certificate: set both cert and key, or neither",
+        ),
+    }
+    if let Some(ca) = &tls.ca {
+        check_file(r, &at(base, &[k("ca")]), dir, ca);
+    }
+    if let Some(name) = &tls.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            r.err(
+                &at(base, &[k("server_name")]),
+                format!("`{name}` is not a DNS name or IP address"),
+            );
+        }
+    }
+}
+
 fn is_cookie_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -264,6 +335,7 @@ fn check_pools(r: &mut Report<'_>, file: &FileConfig, dir: &Path) -> HashSet<Str
         if let Some(secret) = &sticky.secret_file {
             check_file(r, &at(&base, &[k("sticky"), k("secret_file")]), dir, secret);
         }
+        check_pool_tls(r, &at(&base, &[k("tls")]), dir, &pool.tls);
         let health = &pool.health;
         if health.rise == 0 {
             r.err(&at(&base, &[k("health"), k("rise")]), "must be at least 1");

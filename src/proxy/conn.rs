@@ -98,7 +98,11 @@ pub async fn serve(
                 _ => break,
             }
         }
-        let pool = ctx.runtime.load().pools.get(&fe.cfg.pool).cloned();
+        // The pool and its TLS client config come from one snapshot, so they agree.
+        let serving = ctx.runtime.load();
+        let pool = serving.pools.get(&fe.cfg.pool).cloned();
+        let backend_tls = serving.backend_tls.get(&fe.cfg.pool).cloned();
+        drop(serving);
         let Some(pool) = pool else {
             refuse(
                 &mut conn,
@@ -110,7 +114,7 @@ pub async fn serve(
             .await;
             break;
         };
-        match exchange(conn, head, &fe, &pool, &ctx).await {
+        match exchange(conn, head, &fe, &pool, backend_tls.as_deref(), &ctx).await {
             Next::KeepAlive(c) => conn = c,
             Next::Close(mut c) => {
                 close_within(&mut c.io, fe.cfg.send_timeout.get()).await;

@@ -19,6 +19,7 @@ use crate::balance::Outcome;
 use crate::balance::{Backend, Pool};
 use crate::metrics::code_class;
 use crate::snapshot::FrontendSnapshot;
+use crate::tls::backend::BackendTls;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -77,6 +78,7 @@ pub(super) async fn exchange(
     head: Head,
     fe: &FrontendSnapshot,
     pool: &Arc<Pool>,
+    backend_tls: Option<&BackendTls>,
     ctx: &ProxyCtx,
 ) -> Next {
     let started = Instant::now();
@@ -143,7 +145,7 @@ pub(super) async fn exchange(
             &mut conn,
             &head,
             pool,
-            ctx,
+            backend_tls,
             &mut chosen,
             &mut tries,
             idempotent,
@@ -335,7 +337,7 @@ async fn acquire(
     conn: &mut ClientConn,
     head: &Head,
     pool: &Pool,
-    ctx: &ProxyCtx,
+    backend_tls: Option<&BackendTls>,
     chosen: &mut Route,
     tries: &mut Tries,
     idempotent: bool,
@@ -349,17 +351,15 @@ async fn acquire(
             }
             _ => None,
         };
-        let pooled = bound.or_else(|| (!tries.fresh_only).then(|| idle_pool(&b)?.take()).flatten());
+        let pooled = bound.or_else(|| {
+            (!tries.fresh_only)
+                .then(|| idle_pool(&b)?.take())
+                .flatten()
+                .filter(|c| c.fits(backend_tls))
+        });
         let attempt = match pooled {
             Some(c) => Ok(c),
-            None => {
-                connect(
-                    &b.target(),
-                    pool.cfg.connect_timeout.get(),
-                    &ctx.backend_tls,
-                )
-                .await
-            }
+            None => connect(&b.target(), pool.cfg.connect_timeout.get(), backend_tls).await,
         };
         match attempt {
             Ok(c) => {

@@ -94,7 +94,7 @@ pub async fn serve_frontend(
             let io = match &fe.tls {
                 None => Stream::Plain(tcp),
                 Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.clone());
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
                     match tokio::time::timeout(fe.cfg.header_timeout.get(), acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => Stream::Tls(Box::new(s)),
                         Ok(Err(e)) => {

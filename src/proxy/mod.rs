@@ -66,7 +66,6 @@ impl Lifecycle {
 pub struct ProxyCtx {
     pub runtime: SharedSnapshot,
     pub shared: Arc<Shared>,
-    pub backend_tls: Arc<rustls::ClientConfig>,
     pub lifecycle: Arc<Lifecycle>,
     /// The threads front-door connections run on.
     pub workers: Arc<crate::threads::Workers>,
@@ -79,14 +78,9 @@ impl ProxyCtx {
         lifecycle: Arc<Lifecycle>,
         workers: Arc<crate::threads::Workers>,
     ) -> Arc<ProxyCtx> {
-        // Backends behind a Qlik load balancer usually present QMC-issued or self-signed
-        // certificates for names the balancer does not use, as `ssl verify none` in HAProxy.
-        let backend_tls = crate::tls::client_config_from(None, Vec::new(), false)
-            .expect("default TLS client config");
         Arc::new(ProxyCtx {
             runtime,
             shared,
-            backend_tls,
             lifecycle,
             workers,
         })

@@ -6,10 +6,10 @@ use super::stream::{BackendStream, Stream};
 use crate::balance::registry::{BackendTarget, IdleConnections};
 use crate::balance::Backend;
 use crate::threads::workers;
+use crate::tls::backend::BackendTls;
 use bytes::BytesMut;
-use rustls::pki_types::ServerName;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -28,6 +28,8 @@ pub struct BackendConn {
     idle_since: Instant,
     /// Came from the pool (a failure before any answer may just mean the backend closed it).
     pub reused: bool,
+    /// The `[pool.tls]` settings a TLS connection was verified with (`BackendTls::settings`).
+    tls_settings: Option<[u8; 32]>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,12 +40,14 @@ pub enum ConnectError {
     Io(String, std::io::Error),
     #[error("TLS to {0} failed: {1}")]
     Tls(String, std::io::Error),
+    #[error("TLS to {0}: the pool has no TLS client config")]
+    NoTlsConfig(String),
 }
 
 pub async fn connect(
     target: &BackendTarget,
     timeout: Duration,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: Option<&BackendTls>,
 ) -> Result<BackendConn, ConnectError> {
     let authority = target.url.authority();
     let work = async {
@@ -51,13 +55,18 @@ pub async fn connect(
             .await
             .map_err(|e| ConnectError::Io(authority.clone(), e))?;
         let _ = tcp.set_nodelay(true);
+        let mut tls_settings = None;
         let io = if target.url.tls {
-            let name = ServerName::try_from(target.url.host.clone())
+            let tls = tls.ok_or_else(|| ConnectError::NoTlsConfig(authority.clone()))?;
+            let name = tls
+                .name_for(&target.url.host)
                 .map_err(|e| ConnectError::Tls(authority.clone(), std::io::Error::other(e)))?;
-            let stream = tokio_rustls::TlsConnector::from(tls.clone())
+            // A certificate that fails verification ends the handshake here: a connect failure.
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| ConnectError::Tls(authority.clone(), e))?;
+            tls_settings = Some(tls.settings);
             Stream::Tls(Box::new(stream))
         } else {
             Stream::Plain(tcp)
@@ -67,6 +76,7 @@ pub async fn connect(
             buf: BytesMut::new(),
             idle_since: Instant::now(),
             reused: false,
+            tls_settings,
         })
     };
     tokio::time::timeout(timeout, work)
@@ -75,6 +85,13 @@ pub async fn connect(
 }
 
 impl BackendConn {
+    /// Opened under the pool's current TLS settings (or plain): a connection verified under
+    /// settings a reload has since changed is not reused.
+    pub fn fits(&self, tls: Option<&BackendTls>) -> bool {
+        self.tls_settings
+            .is_none_or(|s| tls.is_some_and(|t| t.settings == s))
+    }
+
     /// Nothing arrived since the last answer was read (see `is_clean`).
     pub fn is_clean(&mut self) -> bool {
         self.buf.is_empty() && is_clean(&mut self.io)

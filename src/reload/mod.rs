@@ -2,6 +2,7 @@
 //! the hot path — then swap it in with one `arc-swap` store. Any error keeps the old config
 //! serving; the outcome is counted, logged and kept for the status API. Reloads run one at a time.
 
+pub mod certificates;
 pub mod listeners;
 pub mod triggers;
 
@@ -13,7 +14,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{error, info};
 
 /// What set a reload off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,6 +24,8 @@ pub enum Trigger {
     Signal,
     File,
     Api,
+    /// A frontend's certificate or key file changed on disk.
+    Certificate,
 }
 
 /// The result of the last load or reload, as the status API shows it.
@@ -104,7 +107,13 @@ impl Reloader {
     }
 
     async fn reload_locked(&self, trigger: Trigger) -> Arc<ReloadOutcome> {
-        let outcome = match self.try_reload().await {
+        let result = self.try_reload().await;
+        self.record(trigger, result)
+    }
+
+    /// Counts, logs and keeps the outcome of a reload (of the file, or of certificates alone).
+    fn record(&self, trigger: Trigger, result: Result<String, ConfigErrors>) -> Arc<ReloadOutcome> {
+        let outcome = match result {
             Ok(hash) => {
                 let m = &self.shared.metrics;
                 m.config_reloads_total.with_label_values(&["ok"]).inc();
@@ -125,7 +134,7 @@ impl Reloader {
                     .config_reloads_total
                     .with_label_values(&["error"])
                     .inc();
-                warn!(
+                error!(
                     ?trigger,
                     "config reload failed; the previous config keeps serving:\n{errors}"
                 );

@@ -19,6 +19,8 @@ pub struct EngineStub {
     pub addr: SocketAddr,
     reply: Arc<Mutex<(u16, String)>>,
     hits: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    handshake_errors: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,14 +44,22 @@ impl EngineStub {
         let addr = listener.local_addr().unwrap();
         let reply = Arc::new(Mutex::new((status, body.into())));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (r, h) = (reply.clone(), hits.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let handshake_errors = Arc::new(Mutex::new(Vec::new()));
+        let (r, h, acc, errs) = (
+            reply.clone(),
+            hits.clone(),
+            accepted.clone(),
+            handshake_errors.clone(),
+        );
         let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
-                let (r, h, acceptor) = (r.clone(), h.clone(), acceptor.clone());
+                acc.fetch_add(1, Ordering::SeqCst);
+                let (r, h, acceptor, errs) = (r.clone(), h.clone(), acceptor.clone(), errs.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |_req| {
                         h.fetch_add(1, Ordering::SeqCst);
@@ -62,11 +72,12 @@ impl EngineStub {
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     match acceptor {
-                        Some(a) => {
-                            if let Ok(s) = a.accept(tcp).await {
+                        Some(a) => match a.accept(tcp).await {
+                            Ok(s) => {
                                 let _ = http.serve_connection(TokioIo::new(s), svc).await;
                             }
-                        }
+                            Err(e) => errs.lock().unwrap().push(e.to_string()),
+                        },
                         None => {
                             let _ = http.serve_connection(TokioIo::new(tcp), svc).await;
                         }
@@ -78,6 +89,8 @@ impl EngineStub {
             addr,
             reply,
             hits,
+            accepted,
+            handshake_errors,
             task,
         }
     }
@@ -89,6 +102,16 @@ impl EngineStub {
     /// Requests answered so far.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far (a refused TLS handshake counts here, not in `hits`).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Why TLS handshakes with this engine failed, as its side saw it.
+    pub fn handshake_errors(&self) -> Vec<String> {
+        self.handshake_errors.lock().unwrap().clone()
     }
 }
 

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod browser;
 pub mod door;
 pub mod edge;
+pub mod pki;
 pub mod raw;
 pub mod recording;
 pub mod scripted;

@@ -1,5 +1,9 @@
-//! TLS configuration from PEM files: the front door's server certificate, and the mutual-TLS
-//! client identity exported from the QMC (client.pem, client_key.pem, root.pem).
+//! TLS configuration from PEM files: the front door's certificates (`frontend`), the client side
+//! towards https backends (`backend`), and the mutual-TLS client identity exported from the QMC
+//! (client.pem, client_key.pem, root.pem).
+
+pub mod backend;
+pub mod frontend;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -22,6 +26,16 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("client certificate verifier: {0}")]
     Verifier(String),
+    #[error("{path}: not a readable X.509 certificate: {reason}")]
+    BadCert { path: String, reason: String },
+    #[error("{key} does not go with {cert}: {reason}")]
+    Pair {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("no system root certificates could be read ({0}); set ca")]
+    NoSystemRoots(String),
 }
 
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -139,7 +153,7 @@ pub fn client_config_from(
 
 /// Accepts any server certificate but still checks the handshake signatures.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+pub(crate) struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(
