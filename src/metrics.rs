@@ -33,13 +33,13 @@ pub struct Metrics {
     pub lbmodule_request_duration_seconds: Histogram,
     pub config_reloads_total: IntCounterVec,
     pub config_last_reload_success_timestamp_seconds: Gauge,
-    pub license_total: IntGaugeVec,
+    pub license_entitled: IntGaugeVec,
     pub license_allocated: IntGaugeVec,
     pub license_used: IntGaugeVec,
     pub license_available: IntGaugeVec,
     pub license_quarantined: IntGaugeVec,
     pub license_excess: IntGaugeVec,
-    pub license_analyzer_capacity_minutes: IntGaugeVec,
+    pub license_analyzer_capacity_seconds: IntGaugeVec,
     pub license_tokens: GaugeVec,
     pub license_release_decisions_total: IntCounterVec,
     pub job_runs_total: IntCounterVec,
@@ -231,10 +231,10 @@ impl Metrics {
                 &["result"],
             ),
             config_last_reload_success_timestamp_seconds,
-            license_total: igauge(
+            license_entitled: igauge(
                 r,
-                "qlb_license_total",
-                "User access licenses in the license.",
+                "qlb_license_entitled",
+                "User access licenses the license grants.",
                 lic,
             ),
             license_allocated: igauge(
@@ -262,10 +262,10 @@ impl Metrics {
                 "Allocations over the license.",
                 lic,
             ),
-            license_analyzer_capacity_minutes: igauge(
+            license_analyzer_capacity_seconds: igauge(
                 r,
-                "qlb_license_analyzer_capacity_minutes",
-                "Analyzer capacity minutes.",
+                "qlb_license_analyzer_capacity_seconds",
+                "Analyzer capacity time (Qlik counts minutes; exported in seconds).",
                 &["kind"],
             ),
             license_tokens: fgauge(
