@@ -6,7 +6,7 @@
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    IntCounter, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -44,6 +44,7 @@ pub struct Metrics {
     pub license_release_decisions_total: IntCounterVec,
     pub job_runs_total: IntCounterVec,
     pub job_last_success_timestamp_seconds: GaugeVec,
+    pub access_log_dropped_total: IntCounter,
     pub build_info: IntGauge,
 }
 
@@ -111,6 +112,13 @@ impl Metrics {
         .expect("valid metric");
         build_info.set(1);
         r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        let access_log_dropped_total = IntCounter::new(
+            "qlb_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(access_log_dropped_total.clone()))
             .expect("unique metric");
         let lic = &["license_type"];
         Metrics {
@@ -292,6 +300,7 @@ impl Metrics {
                 "Unix time of the job's last successful run.",
                 &["job"],
             ),
+            access_log_dropped_total,
             build_info,
             registry,
         }

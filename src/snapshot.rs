@@ -1,6 +1,7 @@
 //! The immutable snapshot the hot path reads (one `arc-swap` load per request), and the state
 //! that outlives snapshots: metrics, the backend registry, learned Qlik sessions.
 
+use crate::access_log::AccessLog;
 use crate::balance::health::CheckTargets;
 use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::{Pool, Registry};
@@ -86,6 +87,8 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub pools: HashMap<String, Arc<Pool>>,
     pub frontends: Vec<Arc<FrontendSnapshot>>,
+    /// Opened anew by every build: a reload reopens the file at its path.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Snapshot {
@@ -152,6 +155,27 @@ impl Snapshot {
                 tls,
             }));
         }
+        let access_log = match &config.file.access_log {
+            Some(cfg) => match AccessLog::open(
+                cfg,
+                &config.dir,
+                shared.metrics.access_log_dropped_total.clone(),
+            ) {
+                Ok(log) => Some(Arc::new(log)),
+                Err(e) => {
+                    errors.push(ConfigError {
+                        key: "access_log.path".into(),
+                        line: None,
+                        message: format!(
+                            "cannot open {} for appending: {e}",
+                            config.resolve(&cfg.path).display()
+                        ),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors {
                 file: config.path.clone(),
@@ -183,6 +207,7 @@ impl Snapshot {
             config: Arc::new(config),
             pools,
             frontends,
+            access_log,
         })
     }
 

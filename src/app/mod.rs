@@ -157,9 +157,11 @@ impl Instance {
         self.reloader.reload(trigger).await
     }
 
-    /// Reloads on SIGHUP and whenever the config file changes, until shutdown.
+    /// Reloads on SIGHUP and whenever the config file changes, and reopens the access log on
+    /// SIGUSR1, until shutdown.
     pub fn watch_for_reloads(&self) -> Result<(), WatchError> {
         triggers::reload_on_sighup(self.reloader.clone(), self.background.clone())?;
+        triggers::reopen_access_log_on_sigusr1(self.runtime.clone(), self.background.clone())?;
         triggers::reload_on_file_change(self.reloader.clone(), self.background.clone())
     }
 

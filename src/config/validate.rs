@@ -170,6 +170,14 @@ pub fn validate(
     if let Some(license) = &file.license {
         check_license(&mut r, file, license);
     }
+    if let Some(log) = &file.access_log {
+        if log.path.as_os_str().is_empty() {
+            r.err(
+                &[k("access_log"), k("path")],
+                "must name a file (relative to the config folder) or \"stderr\"",
+            );
+        }
+    }
     (r.errors, r.missing_files)
 }
 

@@ -1,15 +1,18 @@
 //! One client connection: read a head, route it, forward it, stream the answer back, and either
 //! wait for the next request (keep-alive), close, or hand both sockets to a WebSocket tunnel.
 
+use super::access::{self, RequestLog};
 use super::body::{close_within, write_within};
+use super::counted::Counted;
 use super::client_head::{read_request_head, HeadLimits, HeadRead};
 use super::exchange::exchange;
 use super::head::Head;
-use super::respond::{error_response, request_id, ProxyError};
+use super::respond::{error_response, ProxyError};
 use super::stream::ClientStream;
 use super::tunnel::{self, Tunnel};
 use super::upstream::BackendConn;
 use super::ProxyCtx;
+use crate::access_log::{ConnNames, RequestId};
 use crate::balance::Backend;
 use crate::conn_limit::ConnSlot;
 use crate::snapshot::FrontendSnapshot;
@@ -21,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 pub(super) struct ClientConn {
-    pub(super) io: ClientStream,
+    pub(super) io: Counted<ClientStream>,
     /// Counts this connection against `max_connections` for as long as it is open, tunnel included.
     pub(super) slot: ConnSlot,
     pub(super) buf: BytesMut,
@@ -31,6 +34,10 @@ pub(super) struct ClientConn {
     pub(super) tls: bool,
     /// Windows authentication binds a backend connection to this client connection.
     pub(super) ntlm: Option<(Arc<Backend>, BackendConn)>,
+    /// The access log's record of the request being served, when a log is configured.
+    pub(super) log: Option<RequestLog>,
+    /// Built the first time this connection is logged.
+    pub(super) log_names: Option<Arc<ConnNames>>,
 }
 
 pub(super) enum Next {
@@ -49,13 +56,15 @@ pub async fn serve(
 ) {
     let tls = io.is_tls();
     let mut conn = ClientConn {
-        io,
+        io: Counted::new(io),
         slot,
         buf: BytesMut::with_capacity(2048),
         peer,
         peer_ip: peer.ip().to_string(),
         tls,
         ntlm: None,
+        log: None,
+        log_names: None,
     };
     let limits = HeadLimits {
         header_timeout: fe.cfg.header_timeout.get(),
@@ -65,6 +74,7 @@ pub async fn serve(
     let mut first = Some(accepted);
     let mut stop = signal::cancelled(&ctx.lifecycle.stop);
     loop {
+        conn.io.begin_message(conn.buf.len());
         let head = match read_request_head(
             &mut conn.io,
             &mut conn.buf,
@@ -87,11 +97,17 @@ pub async fn serve(
                     .client_errors_total
                     .with_label_values(&[&fe.cfg.name, kind])
                     .inc();
+                access::begin(ctx.runtime.load().access_log.as_ref(), &mut conn, &fe, None);
                 refuse(&mut conn, &fe, None, err, why).await;
+                access::finish(&mut conn);
                 break;
             }
         };
-        let pool = ctx.runtime.load().pools.get(&fe.cfg.pool).cloned();
+        let pool = {
+            let snapshot = ctx.runtime.load();
+            access::begin(snapshot.access_log.as_ref(), &mut conn, &fe, Some(&head));
+            snapshot.pools.get(&fe.cfg.pool).cloned()
+        };
         let Some(pool) = pool else {
             refuse(
                 &mut conn,
@@ -101,19 +117,28 @@ pub async fn serve(
                 "the frontend's pool is gone",
             )
             .await;
+            access::finish(&mut conn);
             break;
         };
         match exchange(conn, head, &fe, &pool, &ctx).await {
-            Next::KeepAlive(c) => conn = c,
+            Next::KeepAlive(mut c) => {
+                access::finish(&mut c);
+                conn = c;
+            }
             Next::Close(mut c) => {
+                access::finish(&mut c);
                 close_within(&mut c.io, fe.cfg.send_timeout.get()).await;
                 return;
             }
-            Next::Tunnel(t) => {
+            Next::Tunnel(mut t) => {
+                let log = t.log.take();
                 // The tunnel runs as its own small task so an idle one holds nothing of this
                 // connection's HTTP state.
                 ctx.lifecycle.tracker.spawn(async move {
-                    let end = tunnel::run(*t).await;
+                    let (end, moved) = tunnel::run(*t).await;
+                    if let Some(log) = log {
+                        access::finish_tunnel(log, moved);
+                    }
                     debug!(?end, "websocket tunnel ended");
                 });
                 return;
@@ -133,9 +158,15 @@ pub(super) async fn refuse(
     err: ProxyError,
     why: &str,
 ) {
-    let id = request_id();
     let (code, _) = err.status();
+    let id = match conn.log.as_mut() {
+        Some(l) => {
+            l.answered(code);
+            l.id
+        }
+        None => RequestId::next(),
+    };
     warn!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, status = code, "{why}");
-    let answer = error_response(err, head, &id, false);
+    let answer = error_response(err, head, &id.to_string(), false);
     let _ = write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get()).await;
 }
