@@ -60,7 +60,7 @@ fn a_json_line_carries_every_field() {
     assert_eq!(v["user_agent"], "curl/8");
     assert_eq!(v["websocket"], false);
     assert!(v.get("tunnel_ms").is_none());
-    assert_eq!(v.as_object().unwrap().len(), 19);
+    assert_eq!(v.as_object().unwrap().len(), 18);
 }
 
 #[test]
