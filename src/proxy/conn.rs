@@ -3,8 +3,8 @@
 
 use super::access::{self, RequestLog};
 use super::body::{close_within, write_within};
-use super::counted::Counted;
 use super::client_head::{read_request_head, HeadLimits, HeadRead};
+use super::counted::Counted;
 use super::exchange::exchange;
 use super::head::Head;
 use super::respond::{error_response, ProxyError};

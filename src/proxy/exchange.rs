@@ -69,7 +69,9 @@ async fn fail(
 ) -> Next {
     count(scope.ctx, scope.fe, scope.pool, backend, err.status().0);
     if let Some(l) = conn.log.as_mut() {
-        l.to((backend != "none").then(|| scope.pool.backend(backend)).flatten());
+        l.to((backend != "none")
+            .then(|| scope.pool.backend(backend))
+            .flatten());
     }
     refuse(&mut conn, scope.fe, Some(scope.head), err, why).await;
     Next::Close(conn)
