@@ -454,6 +454,27 @@ async fn a_reload_moves_adds_and_removes_the_log() {
 }
 
 #[tokio::test]
+async fn shutdown_returns_once_the_last_lines_are_written() {
+    within(30, async {
+        let backend = TestBackend::start("b1").await;
+        let dir = tempfile::tempdir().unwrap();
+        let lb = start_with_file(
+            dir.path(),
+            &with_log(&backend, "[access_log]\npath = \"access.log\""),
+        )
+        .await;
+        let front = lb.frontend_addr("public").unwrap();
+        for i in 0..20 {
+            get_ok(front, &format!("/{i}")).await;
+        }
+        lb.shutdown().await;
+        let text = std::fs::read_to_string(dir.path().join("access.log")).unwrap();
+        assert_eq!(text.lines().count(), 20, "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_path_that_cannot_be_opened_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("blocker"), "a file").unwrap();

@@ -116,6 +116,10 @@ pub struct AccessLog {
     tx: SyncSender<Msg>,
     reopen: Arc<AtomicBool>,
     dropped: IntCounter,
+    /// Lines queued, and lines the writer is done with (written or lost to a failing file):
+    /// equal when nothing waits.
+    queued: AtomicU64,
+    done: Arc<AtomicU64>,
 }
 
 impl AccessLog {
@@ -141,19 +145,35 @@ impl AccessLog {
     ) -> std::io::Result<AccessLog> {
         let (tx, rx) = sync_channel(capacity);
         let reopen = Arc::new(AtomicBool::new(false));
-        writer::spawn(rx, sink, format, reopen.clone())?;
+        let done = Arc::new(AtomicU64::new(0));
+        writer::spawn(rx, sink, format, reopen.clone(), done.clone())?;
         Ok(AccessLog {
             tx,
             reopen,
             dropped,
+            queued: AtomicU64::new(0),
+            done,
         })
     }
 
     /// Queues the line, or drops and counts it when the writer is behind; never waits.
     pub fn log(&self, entry: Entry) {
         match self.tx.try_send(Msg::Line(entry)) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.queued.fetch_add(1, Ordering::Relaxed);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.dropped.inc(),
+        }
+    }
+
+    /// Waits (at most `within`) until the writer has written every queued line: at shutdown,
+    /// so the last requests' lines are not lost with the process.
+    pub async fn flushed(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.done.load(Ordering::Acquire) < self.queued.load(Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 

@@ -8,7 +8,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use tracing::warn;
@@ -92,48 +92,66 @@ pub(super) fn spawn(
     mut sink: Sink,
     format: AccessLogFormat,
     reopen: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
 ) -> io::Result<()> {
     std::thread::Builder::new()
         .name("qlb-access-log".into())
         .spawn(move || {
-            let mut out = Vec::with_capacity(BATCH_BYTES);
-            let mut failing = false;
+            let mut batch = Batch {
+                out: Vec::with_capacity(BATCH_BYTES),
+                lines: 0,
+                failing: false,
+                done,
+            };
             while let Ok(first) = rx.recv() {
                 let mut next = Some(first);
                 while let Some(msg) = next {
                     if reopen.swap(false, Ordering::AcqRel) {
-                        flush(&mut sink, &mut out, &mut failing);
+                        batch.flush(&mut sink);
                         sink.reopen();
                     }
                     if let Msg::Line(entry) = msg {
                         match format {
-                            AccessLogFormat::Json => format::json(&entry, &mut out),
-                            AccessLogFormat::Combined => format::combined(&entry, &mut out),
+                            AccessLogFormat::Json => format::json(&entry, &mut batch.out),
+                            AccessLogFormat::Combined => format::combined(&entry, &mut batch.out),
                         }
+                        batch.lines += 1;
                     }
-                    if out.len() >= BATCH_BYTES {
-                        flush(&mut sink, &mut out, &mut failing);
+                    if batch.out.len() >= BATCH_BYTES {
+                        batch.flush(&mut sink);
                     }
                     next = rx.try_recv().ok();
                 }
-                flush(&mut sink, &mut out, &mut failing);
+                batch.flush(&mut sink);
             }
         })
         .map(|_| ())
 }
 
-/// Writes the batch; a failing file is reported once until it works again.
-fn flush(sink: &mut Sink, out: &mut Vec<u8>, failing: &mut bool) {
-    if out.is_empty() {
-        return;
-    }
-    match sink.write(out) {
-        Ok(()) => *failing = false,
-        Err(e) if !*failing => {
-            *failing = true;
-            warn!(error = %e, "cannot write the access log; lines are lost until it works again");
+/// Formatted lines waiting for one write.
+struct Batch {
+    out: Vec<u8>,
+    lines: u64,
+    /// A failing file is reported once until it works again.
+    failing: bool,
+    done: Arc<AtomicU64>,
+}
+
+impl Batch {
+    fn flush(&mut self, sink: &mut Sink) {
+        if self.out.is_empty() {
+            return;
         }
-        Err(_) => {}
+        match sink.write(&self.out) {
+            Ok(()) => self.failing = false,
+            Err(e) if !self.failing => {
+                self.failing = true;
+                warn!(error = %e, "cannot write the access log; lines are lost until it works again");
+            }
+            Err(_) => {}
+        }
+        self.out.clear();
+        self.done
+            .fetch_add(std::mem::take(&mut self.lines), Ordering::Release);
     }
-    out.clear();
 }

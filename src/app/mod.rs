@@ -169,6 +169,10 @@ impl Instance {
     /// then closes them; returns as soon as everything is done.
     pub async fn shutdown(self) {
         shutdown::shutdown_in_order(&self.lifecycle, self.grace, &self.runtime).await;
+        let access_log = self.runtime.load().access_log.clone();
+        if let Some(log) = access_log {
+            log.flushed(Duration::from_secs(2)).await;
+        }
         self.background.cancel();
         self.workers.stop();
     }
