@@ -97,6 +97,7 @@ impl Snapshot {
     pub fn build(config: Config, shared: &Shared) -> Result<Snapshot, ConfigErrors> {
         // Files may have been absent when the config was checked; to start, they must exist.
         let mut errors = config.missing_files.clone();
+        let access_log = open_access_log(&config, shared, &mut errors);
         let mut secrets = HashMap::new();
         for (i, p) in config.file.pool.iter().enumerate() {
             if let Some(secret_file) = &p.sticky.secret_file {
@@ -155,27 +156,6 @@ impl Snapshot {
                 tls,
             }));
         }
-        let access_log = match &config.file.access_log {
-            Some(cfg) => match AccessLog::open(
-                cfg,
-                &config.dir,
-                shared.metrics.access_log_dropped_total.clone(),
-            ) {
-                Ok(log) => Some(Arc::new(log)),
-                Err(e) => {
-                    errors.push(ConfigError {
-                        key: "access_log.path".into(),
-                        line: None,
-                        message: format!(
-                            "cannot open {} for appending: {e}",
-                            config.resolve(&cfg.path).display()
-                        ),
-                    });
-                    None
-                }
-            },
-            None => None,
-        };
         if !errors.is_empty() {
             return Err(ConfigErrors {
                 file: config.path.clone(),
@@ -220,6 +200,33 @@ impl Snapshot {
         CheckTargets {
             config: self.config.clone(),
             pools: self.pools.values().cloned().collect(),
+        }
+    }
+}
+
+/// Opens the access log the config asks for; a file that cannot be opened is a config error.
+fn open_access_log(
+    config: &Config,
+    shared: &Shared,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<AccessLog>> {
+    let cfg = config.file.access_log.as_ref()?;
+    match AccessLog::open(
+        cfg,
+        &config.dir,
+        shared.metrics.access_log_dropped_total.clone(),
+    ) {
+        Ok(log) => Some(Arc::new(log)),
+        Err(e) => {
+            errors.push(ConfigError {
+                key: "access_log.path".into(),
+                line: None,
+                message: format!(
+                    "cannot open {} for appending: {e}",
+                    config.resolve(&cfg.path).display()
+                ),
+            });
+            None
         }
     }
 }
