@@ -181,6 +181,26 @@ async fn a_proxied_request_logs_every_field_and_the_sticky_outcome() {
 }
 
 #[tokio::test]
+async fn a_route_cookie_that_cannot_be_accepted_logs_invalid() {
+    within(30, async {
+        let backend = TestBackend::start("b1").await;
+        let dir = tempfile::tempdir().unwrap();
+        let lb = start_with_file(
+            dir.path(),
+            &with_log(&backend, "[access_log]\npath = \"access.log\""),
+        )
+        .await;
+        let front = lb.frontend_addr("public").unwrap();
+        let reply = raw::get(front, "/", &[("Cookie", "QLB_ROUTE=nobody-here")]).await;
+        assert_eq!(reply.status, 200);
+        let v = &json_lines(&dir.path().join("access.log"), 1).await[0];
+        assert_eq!(v["sticky"], "invalid");
+        assert_eq!(v["backend"], "b1");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn keep_alive_requests_each_count_their_own_bytes() {
     within(30, async {
         let backend = TestBackend::start("b1").await;
@@ -292,6 +312,22 @@ async fn an_answer_the_proxy_gives_itself_is_logged_with_its_request_id() {
         assert_eq!(v["method"], Value::Null);
         assert_eq!(v["pool"], "proxies");
         assert_eq!(v["bytes_in"], junk.len());
+        assert_eq!(v["bytes_out"], answer.len());
+
+        // A bad chunk that came with a parsed head: refused before routing anywhere; the body
+        // bytes read with the head count as received.
+        let bad_chunk = b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n";
+        let (answer, _) = round_trip(front, bad_chunk).await;
+        assert_eq!(status_of(&answer), 400);
+        let log = json_lines(&dir.path().join("access.log"), 2).await;
+        let v = &log[1];
+        assert_eq!(v["status"], 400);
+        assert_eq!(v["request_id"], header(&answer, "x-request-id").unwrap());
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["target"], "/up");
+        assert_eq!(v["backend"], Value::Null);
+        assert_eq!(v["sticky"], "none");
+        assert_eq!(v["bytes_in"], bad_chunk.len());
         assert_eq!(v["bytes_out"], answer.len());
         assert_eq!(backend.request_count(), 0);
     })

@@ -146,13 +146,16 @@ impl RequestLog {
     }
 }
 
-/// Writes the line of the request `conn` just finished, if it is logged and was answered.
-pub(super) fn finish(conn: &mut ClientConn) {
+/// Writes the line of the request `conn` just finished, if it is logged and was answered. On a
+/// connection that stays open, bytes already read past this message belong to the next one; on
+/// one that closes, everything received counts.
+pub(super) fn finish(conn: &mut ClientConn, closing: bool) {
     let Some(l) = conn.log.take() else { return };
     if l.status == 0 {
         return;
     }
-    let bytes = (conn.io.read_since(conn.buf.len()), conn.io.written());
+    let next_message = if closing { 0 } else { conn.buf.len() };
+    let bytes = (conn.io.read_since(next_message), conn.io.written());
     let log = l.log.clone();
     log.log(l.entry(bytes));
 }

@@ -99,7 +99,7 @@ pub async fn serve(
                     .inc();
                 access::begin(ctx.runtime.load().access_log.as_ref(), &mut conn, &fe, None);
                 refuse(&mut conn, &fe, None, err, why).await;
-                access::finish(&mut conn);
+                access::finish(&mut conn, true);
                 break;
             }
         };
@@ -117,16 +117,16 @@ pub async fn serve(
                 "the frontend's pool is gone",
             )
             .await;
-            access::finish(&mut conn);
+            access::finish(&mut conn, true);
             break;
         };
         match exchange(conn, head, &fe, &pool, &ctx).await {
             Next::KeepAlive(mut c) => {
-                access::finish(&mut c);
+                access::finish(&mut c, false);
                 conn = c;
             }
             Next::Close(mut c) => {
-                access::finish(&mut c);
+                access::finish(&mut c, true);
                 close_within(&mut c.io, fe.cfg.send_timeout.get()).await;
                 return;
             }
