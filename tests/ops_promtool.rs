@@ -1,5 +1,6 @@
 //! `promtool check metrics` finds nothing in `/metrics` of the demo (simulated site, every role
-//! on) after a proxied request, a WebSocket and a license monitor run (PRODUCT.md §5.1).
+//! on) after a proxied request, a WebSocket, a refused request, a load balancing module call and
+//! a license monitor run (PRODUCT.md §5.1).
 //! promtool comes with the Debian package `prometheus`; `.ci/run` installs it.
 
 mod support;
@@ -61,6 +62,19 @@ async fn promtool_finds_nothing_in_the_metrics_after_traffic() {
         let tcp = TcpStream::connect(front).await.unwrap();
         let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
         assert!(ws.next().await.unwrap().unwrap().is_text(), "OnConnected");
+        let mut bad = TcpStream::connect(front).await.unwrap();
+        let mut buf = Vec::new();
+        let junk = raw::exchange(&mut bad, &mut buf, b"NOT HTTP AT ALL\r\n\r\n").await;
+        assert_eq!(junk.status, 400);
+        let lbm = demo.instance.lb_module.expect("LB module listening");
+        let body = r#"{"AppName":"a","QlikSenseEngines":["wss://127.0.0.1:1"]}"#;
+        let req = format!(
+            "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(lbm).await.unwrap();
+        buf.clear();
+        assert_eq!(raw::exchange(&mut s, &mut buf, req.as_bytes()).await.status, 200);
         let admin = demo.instance.admin_addr().unwrap();
         loop {
             let text = raw::get(admin, "/metrics", &[]).await.text();
