@@ -107,6 +107,9 @@ impl Demo {
              admin         http://{admin}/         status page; also /metrics, /api/v1/status, /readyz\n\
              QRS           {}   mutual TLS; license monitor and release (dry run) jobs run at start\n\
              nodes\n{nodes}\n\
+             In a browser:\n\
+             \x20 open http://{fd}/hub       the hub names the node that served you; open an app from it\n\
+             \x20 open http://{admin}/          the status page: node load, license usage, the release dry run\n\n\
              Try:\n\
              \x20 curl -si -c /tmp/qlb.jar -b /tmp/qlb.jar http://{fd}/hub     # twice: same node, cookie set once\n\
              \x20 curl -s http://{lb}/loadbalancing/prioritize -d '{{\"AppName\":\"{DEMO_APP}\",\"QlikSenseEngines\":[{}]}}'\n\

@@ -186,7 +186,7 @@ impl Metrics {
             client_errors_total: counter(
                 r,
                 "qlb_client_errors_total",
-                "Client requests refused before routing.",
+                "Client connections and requests refused before routing, by kind (bad_request, header_too_large, header_timeout, tls, send_timeout, proxy_protocol, per_ip_limit).",
                 &["frontend", "kind"],
             ),
             engine_cpu_percent: fgauge(

@@ -4,6 +4,7 @@
 use crate::access_log::AccessLog;
 use crate::balance::health::CheckTargets;
 use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
+use crate::balance::spec::backend_specs;
 use crate::balance::{Pool, Registry};
 use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig};
 use crate::conn_limit::ConnLimit;
@@ -156,19 +157,30 @@ impl Snapshot {
                 tls,
             }));
         }
+        let mut parsed = Vec::new();
+        for (i, p) in config.file.pool.iter().enumerate() {
+            match backend_specs(p, &format!("pool[{i}]")) {
+                Ok(specs) => parsed.push((p, specs)),
+                Err(bad) => errors.extend(bad.into_iter().map(|e| ConfigError {
+                    key: e.key,
+                    line: None,
+                    message: e.message,
+                })),
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors {
                 file: config.path.clone(),
                 errors,
             });
         }
-        let pools = config
-            .file
-            .pool
-            .iter()
-            .map(|p| {
+        // Nothing can fail from here on: the registry is only touched by a config that builds.
+        let pools = parsed
+            .into_iter()
+            .map(|(p, specs)| {
                 let pool = Pool::build(
                     p,
+                    specs,
                     secrets.get(&p.name).map(|s| s.as_slice()),
                     &shared.registry,
                     shared.learned_for(&p.name),

@@ -76,7 +76,7 @@ fn picks(rt: &SharedSnapshot, n: usize) -> HashMap<String, usize> {
     let pool = &snap.pools["web"];
     let mut counts = HashMap::new();
     for _ in 0..n {
-        match select(pool) {
+        match select(pool, None) {
             Selected::Backend(b) => *counts.entry(b.id.clone()).or_insert(0) += 1,
             _ => panic!("a backend is up"),
         }

@@ -575,3 +575,49 @@ async fn framing_is_read_as_the_front_door_reads_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_qix_answer_time_follows_cpu_sessions_and_saturation() {
+    within("answer time", async {
+        let node = node("node1").await;
+        let mut control = Client::connect(node.addr()).await;
+        let answer_ms = |reply: Reply| reply.json()["qix_answer_ms"].as_f64().unwrap();
+        let idle = answer_ms(control.get("/__sim/control", None).await);
+        assert!(
+            idle > 0.0 && idle < 5.0,
+            "an idle engine answers in a few ms: {idle}"
+        );
+
+        let url = format!(
+            "ws://{}/app/3f1c9a54-7b0e-4f8e-9a43-6f1f0a2f0c11",
+            node.addr()
+        );
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        futures_util::StreamExt::next(&mut ws)
+            .await
+            .unwrap()
+            .unwrap();
+        let one_session = answer_ms(control.get("/__sim/control", None).await);
+        assert!(one_session > idle, "an open session adds load");
+
+        let half = answer_ms(control.post_json("/__sim/control", r#"{"cpu":50}"#).await);
+        assert!(half > 1.9 * idle, "doubles at half load: {half} vs {idle}");
+        let saturated = answer_ms(
+            control
+                .post_json("/__sim/control", r#"{"cpu":50,"saturated":true}"#)
+                .await,
+        );
+        assert!(saturated >= half + 250.0, "saturation queues every answer");
+
+        // The QIX socket still answers, with the node's id.
+        let evaluate =
+            r#"{"jsonrpc":"2.0","id":1,"method":"EngineVersion","handle":-1,"params":[]}"#;
+        ws.send(Message::text(evaluate)).await.unwrap();
+        let reply = futures_util::StreamExt::next(&mut ws)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(reply.to_text().unwrap().contains("qComponentVersion"));
+    })
+    .await;
+}

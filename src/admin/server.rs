@@ -3,6 +3,7 @@
 
 use super::auth::{self, Verdict};
 use super::status;
+use crate::config::cidr;
 use crate::listen_limits::{self, Gate};
 use crate::proxy::respond::request_id;
 use crate::proxy::Lifecycle;
@@ -16,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -44,14 +46,14 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// accept back-off are `listen_limits`'s.
 pub async fn serve(listener: TcpListener, ctx: Arc<AdminCtx>, stop: CancellationToken) {
     let mut gate = Gate::new("admin");
-    while let Some(((tcp, _), permit)) = gate.accept(&stop, || listener.accept()).await {
+    while let Some(((tcp, peer), permit)) = gate.accept(&stop, || listener.accept()).await {
         let ctx = ctx.clone();
         let stop = stop.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let ctx = ctx.clone();
-                async move { Ok::<_, Infallible>(handle(req, &ctx).await) }
+                async move { Ok::<_, Infallible>(handle(req, &ctx, peer).await) }
             });
             let conn = listen_limits::http1().serve_connection(TokioIo::new(tcp), service);
             tokio::pin!(conn);
@@ -104,10 +106,28 @@ fn error(
     resp
 }
 
-async fn handle(req: Request<Incoming>, ctx: &AdminCtx) -> Response<Full<Bytes>> {
+/// `[admin] allow`, read from the serving config at each request so a reload applies at once.
+fn peer_allowed(ctx: &AdminCtx, peer: SocketAddr) -> bool {
+    let rt = ctx.runtime.load();
+    match rt.config.file.admin.as_ref().and_then(|a| a.allow.as_ref()) {
+        Some(allow) => cidr::contains(allow, peer.ip()),
+        None => true,
+    }
+}
+
+async fn handle(req: Request<Incoming>, ctx: &AdminCtx, peer: SocketAddr) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let none = serde_json::Value::Null;
+    if !peer_allowed(ctx, peer) {
+        return listen_limits::closing(error(
+            StatusCode::FORBIDDEN,
+            &method,
+            &path,
+            "this address is not in [admin] allow",
+            json!({ "peer": peer.ip().to_string() }),
+        ));
+    }
     if method == Method::POST {
         let token = ctx.token.load_full();
         let given = req.headers().get("authorization").map(|v| v.as_bytes());

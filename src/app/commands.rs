@@ -22,6 +22,9 @@ pub fn check(path: &Path) -> ExitCode {
             for missing in &cfg.missing_files {
                 println!("warning: {}: {missing} (needed to start)", path.display());
             }
+            for warning in &cfg.warnings {
+                println!("warning: {}: {warning}", path.display());
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -41,6 +44,9 @@ pub fn run_from_file(path: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for warning in &config.warnings {
+        warn!("{}: {warning}", path.display());
+    }
     let rt = match instance_runtime() {
         Ok(rt) => rt,
         Err(e) => {

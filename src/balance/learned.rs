@@ -4,7 +4,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so tests can pause it and step through the idle time.
+use tokio::time::Instant;
 
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_CAPACITY: usize = 200_000;
@@ -69,18 +71,36 @@ impl LearnedSessions {
 mod tests {
     use super::*;
 
-    #[test]
-    fn learns_and_expires() {
-        let t = LearnedSessions::new(Duration::from_millis(0), 10);
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_expires_after_the_idle_time_without_lookups() {
+        let t = LearnedSessions::new(Duration::from_secs(3600), 10);
         t.learn("abc", "node1");
-        assert_eq!(t.lookup("abc"), None, "zero idle time expires at once");
-        let t = LearnedSessions::new(DEFAULT_IDLE, 10);
-        t.learn("abc", "node1");
+        tokio::time::advance(Duration::from_secs(3599)).await;
         assert_eq!(t.lookup("abc").as_deref(), Some("node1"));
+        // The lookup refreshed it: another idle time from here.
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert_eq!(t.lookup("abc").as_deref(), Some("node1"));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert_eq!(t.lookup("abc"), None, "idle for the whole idle time");
+        assert!(t.is_empty(), "the expired entry is dropped");
     }
 
-    #[test]
-    fn stays_bounded() {
+    #[tokio::test(start_paused = true)]
+    async fn a_full_table_drops_expired_entries_before_live_ones() {
+        let t = LearnedSessions::new(Duration::from_secs(60), 3);
+        t.learn("old1", "n1");
+        t.learn("old2", "n1");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        t.learn("live", "n2");
+        tokio::time::advance(Duration::from_secs(40)).await;
+        t.learn("new", "n3");
+        assert_eq!(t.len(), 2, "the two expired entries made room");
+        assert_eq!(t.lookup("live").as_deref(), Some("n2"));
+        assert_eq!(t.lookup("new").as_deref(), Some("n3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stays_bounded() {
         let t = LearnedSessions::new(DEFAULT_IDLE, 100);
         for i in 0..1000 {
             t.learn(&format!("s{i}"), "n");

@@ -9,6 +9,9 @@ pub mod load;
 pub mod pool;
 pub mod registry;
 pub mod select;
+pub mod spec;
+#[cfg(test)]
+pub mod testing;
 
 pub use pool::{Outcome, Pool};
 pub use registry::{Backend, Registry};

@@ -3,8 +3,9 @@
 
 use super::cookie::{set_cookie_line, CookieCodec};
 use super::learned::LearnedSessions;
-use super::registry::{Backend, BackendTarget, Registry};
-use crate::config::{BackendUrl, PoolConfig};
+use super::registry::{Backend, Registry};
+use super::spec::BackendSpec;
+use crate::config::PoolConfig;
 use crate::metrics::Metrics;
 use prometheus::IntCounter;
 use std::collections::HashMap;
@@ -102,27 +103,18 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Builds the pool from validated config. `secret` is the sticky HMAC key, already read.
+    /// Builds the pool around the live backends of `registry`. `backends` is the config's
+    /// backend list parsed (`spec::backend_specs`); `secret` is the sticky HMAC key, already read.
     pub fn build(
         cfg: &PoolConfig,
+        backends: Vec<BackendSpec>,
         secret: Option<&[u8]>,
         registry: &Registry,
         learned: Arc<LearnedSessions>,
     ) -> Pool {
-        let backends: Vec<Arc<Backend>> = cfg
-            .backend
-            .iter()
-            .map(|b| {
-                let target = BackendTarget {
-                    url: BackendUrl::parse(&b.url).expect("validated url"),
-                    weight: b.weight.max(1),
-                    engine_health: b
-                        .engine_health
-                        .as_deref()
-                        .map(|u| BackendUrl::parse(u).expect("validated url")),
-                };
-                registry.upsert(&cfg.name, &b.id, target)
-            })
+        let backends: Vec<Arc<Backend>> = backends
+            .into_iter()
+            .map(|b| registry.upsert(&cfg.name, &b.id, b.target))
             .collect();
         let by_id = backends
             .iter()

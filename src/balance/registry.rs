@@ -80,7 +80,10 @@ pub struct Backend {
     /// none, since the last finished check.
     recent_users: AtomicU64,
     checks: Mutex<CheckState>,
+    /// The ejection deadline in ms after `born`, so a request checks it with one atomic load.
     ejected_until_ms: AtomicU64,
+    /// tokio's clock, so tests can pause it and step through the back-off.
+    born: tokio::time::Instant,
     ejection_streak: AtomicU32,
     /// Closed when the backend is found dead, so its open tunnels end too.
     dead_signal: tokio::sync::watch::Sender<u64>,
@@ -93,15 +96,6 @@ pub struct Backend {
 
 /// Longest passive ejection; doubling starts at one second.
 const MAX_EJECTION: Duration = Duration::from_secs(30);
-
-fn epoch() -> Instant {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *START.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
-}
 
 impl Backend {
     fn new(pool: &str, id: &str, target: BackendTarget, m: &Metrics) -> Backend {
@@ -142,12 +136,17 @@ impl Backend {
             recent_users: AtomicU64::new(0),
             checks: Mutex::new(CheckState::default()),
             ejected_until_ms: AtomicU64::new(0),
+            born: tokio::time::Instant::now(),
             ejection_streak: AtomicU32::new(0),
             dead_signal: tokio::sync::watch::channel(0).0,
             metrics,
             idle: OnceLock::new(),
             responses: ArcSwap::from_pointee(Vec::new()),
         }
+    }
+
+    fn age_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
     }
 
     pub fn target(&self) -> Arc<BackendTarget> {
@@ -174,7 +173,7 @@ impl Backend {
     }
 
     pub fn is_ejected(&self) -> bool {
-        now_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
+        self.age_ms() < self.ejected_until_ms.load(Ordering::Relaxed)
     }
 
     /// Up and not ejected: may receive traffic of users already pinned to it.
@@ -251,8 +250,10 @@ impl Backend {
         let backoff = Duration::from_secs(1)
             .saturating_mul(1u32 << streak.min(5))
             .min(MAX_EJECTION);
-        self.ejected_until_ms
-            .store(now_ms() + backoff.as_millis() as u64, Ordering::Relaxed);
+        self.ejected_until_ms.store(
+            self.age_ms() + backoff.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         self.metrics.ejections.inc();
         self.clear_idle();
     }
@@ -512,6 +513,68 @@ mod tests {
         assert_eq!(clears(&b), 1);
         b.set_up(false);
         assert_eq!(clears(&b), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_backs_off_doubling_to_thirty_seconds_and_a_connect_resets_it() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let b = reg.upsert("web", "n1", target("http://10.0.0.1:80"));
+        let ms = Duration::from_millis;
+        for expected in [1, 2, 4, 8, 16, 30, 30] {
+            b.eject();
+            assert!(!b.is_available() && !b.accepts_new_users());
+            tokio::time::advance(Duration::from_secs(expected) - ms(1)).await;
+            assert!(b.is_ejected(), "still out just before {expected} s");
+            tokio::time::advance(ms(1)).await;
+            assert!(b.is_available(), "back after {expected} s");
+        }
+        assert_eq!(b.metrics.ejections.get(), 7);
+
+        b.connect_succeeded();
+        b.eject();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(b.is_available(), "a good connect starts the doubling again");
+
+        b.eject();
+        b.connect_succeeded();
+        assert!(b.is_available(), "a good connect ends an ejection at once");
+    }
+
+    #[test]
+    fn a_reload_keeps_live_state_at_the_same_url_and_starts_afresh_at_a_new_one() {
+        let reg = Registry::new(Arc::new(Metrics::new()));
+        let b = reg.upsert("web", "n1", target("http://10.0.0.1:80"));
+        let _lease = b.inflight_lease();
+        b.set_draining(true);
+        b.eject();
+        b.record_check(Err("refused".into()), 1, 1);
+        assert!(!b.is_up());
+
+        let mut reweighted = target("http://10.0.0.1:80");
+        reweighted.weight = 3;
+        let same = reg.upsert("web", "n1", reweighted);
+        assert!(
+            Arc::ptr_eq(&b, &same),
+            "same id and url: the same live backend"
+        );
+        assert_eq!(same.target().weight, 3, "its target follows the config");
+        assert_eq!(same.inflight(), 1);
+
+        let moved = reg.upsert("web", "n1", target("http://10.0.0.9:80"));
+        assert!(!Arc::ptr_eq(&b, &moved));
+        assert!(
+            moved.is_up() && !moved.is_ejected(),
+            "health and ejection reset"
+        );
+        assert_eq!(moved.inflight(), 0);
+        assert_eq!(moved.check_state().consecutive_fail, 0);
+        assert!(moved.is_draining(), "the operator's drain is about the id");
+        assert_eq!(
+            b.inflight(),
+            1,
+            "the old one's requests finish on their own counters"
+        );
+        assert!(Arc::ptr_eq(&reg.get("web", "n1").unwrap(), &moved));
     }
 
     #[test]

@@ -19,10 +19,15 @@ pub enum Selected<'a> {
     None,
 }
 
-pub fn select(pool: &Pool) -> Selected<'_> {
+/// Picks a backend for a new user by the pool's policy. `exclude` is a backend that just
+/// refused the connection: the retry goes by the same policy, weights and `when_all_down`,
+/// among the others.
+pub fn select<'a>(pool: &'a Pool, exclude: Option<&Arc<Backend>>) -> Selected<'a> {
+    let eligible = |b: &&'a Arc<Backend>| exclude.is_none_or(|x| !Arc::ptr_eq(x, b));
     let candidates: Vec<&Arc<Backend>> = pool
         .backends
         .iter()
+        .filter(eligible)
         .filter(|b| b.accepts_new_users())
         .collect();
     if let Some(b) = pick(pool, &candidates) {
@@ -31,10 +36,14 @@ pub fn select(pool: &Pool) -> Selected<'_> {
     match pool.cfg.when_all_down {
         WhenAllDown::Reject => Selected::None,
         WhenAllDown::TryAnyway => {
-            let not_draining: Vec<&Arc<Backend>> =
-                pool.backends.iter().filter(|b| !b.is_draining()).collect();
+            let others: Vec<&Arc<Backend>> = pool.backends.iter().filter(eligible).collect();
+            let not_draining: Vec<&Arc<Backend>> = others
+                .iter()
+                .copied()
+                .filter(|b| !b.is_draining())
+                .collect();
             let fallback = if not_draining.is_empty() {
-                pool.backends.iter().collect()
+                others
             } else {
                 not_draining
             };

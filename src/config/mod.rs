@@ -2,6 +2,7 @@
 //! defaults, validate, and report every error with its key path and line.
 
 pub mod admin_token;
+pub mod cidr;
 pub mod duration;
 pub mod locate;
 pub mod parsed;
@@ -9,6 +10,7 @@ pub mod schedule;
 pub mod types;
 pub mod url;
 mod validate;
+mod validate_edge;
 
 pub use duration::Dur;
 pub use parsed::Parsed;
@@ -73,6 +75,8 @@ pub struct Config {
     /// Files the config names that do not exist yet. `check` prints them as warnings (a
     /// reference config names the QMC export before it is copied in); starting refuses them.
     pub missing_files: Vec<ConfigError>,
+    /// Allowed but likely not meant (e.g. a cookie browsers will refuse); `check` prints them.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -107,10 +111,12 @@ impl Config {
     pub fn parse(src: &str, dir: &Path) -> Result<Config, ConfigErrors> {
         let (file, mut errors) = parse_collecting(src);
         let mut missing_files = Vec::new();
+        let mut warnings = Vec::new();
         if let Some(file) = &file {
-            let (semantic, missing) = validate::validate(file, dir, &Locator::new(src));
-            errors.extend(semantic);
-            missing_files = missing;
+            let found = validate::validate(file, dir, &Locator::new(src));
+            errors.extend(found.errors);
+            missing_files = found.missing_files;
+            warnings = found.warnings;
         }
         match file {
             Some(file) if errors.is_empty() => Ok(Config {
@@ -119,6 +125,7 @@ impl Config {
                 dir: dir.to_path_buf(),
                 hash: hex(&Sha256::digest(src.as_bytes())),
                 missing_files,
+                warnings,
             }),
             _ => Err(ConfigErrors { file: None, errors }),
         }

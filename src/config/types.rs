@@ -1,6 +1,7 @@
 //! The TOML file as typed data, with every default of `config/qlik-lb.toml`.
 //! Semantic checks live in `validate.rs`; this file only says what each key holds.
 
+use super::cidr::Cidr;
 use super::duration::Dur;
 use super::parsed::Parsed;
 use super::schedule::Schedule;
@@ -43,6 +44,9 @@ pub struct AdminConfig {
     pub listen: String,
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// Peers allowed on the admin listener; `None` = any.
+    #[serde(default)]
+    pub allow: Option<Vec<Cidr>>,
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Dur,
 }
@@ -76,6 +80,22 @@ pub struct FrontendConfig {
     pub max_connections: usize,
     #[serde(default = "default_strip_request_headers")]
     pub strip_request_headers: Vec<String>,
+    /// 0 = no limit.
+    #[serde(default)]
+    pub max_connections_per_ip: usize,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Empty = any peer may send the PROXY header.
+    #[serde(default)]
+    pub proxy_protocol_from: Vec<Cidr>,
+    /// TLS listeners: the `Strict-Transport-Security` value of every answer.
+    #[serde(default)]
+    pub hsts: Option<String>,
+    /// Plain listeners: every request gets a 308 to https.
+    #[serde(default)]
+    pub redirect_https: bool,
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -159,6 +179,22 @@ pub struct PoolConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub backend: Vec<BackendConfig>,
+}
+
+impl PoolConfig {
+    /// A pool with every default and no backends, as a file naming only the pool would give.
+    pub fn named(name: &str) -> PoolConfig {
+        PoolConfig {
+            name: name.to_string(),
+            balance: default_balance(),
+            connect_timeout: default_connect_timeout(),
+            response_timeout: default_response_timeout(),
+            when_all_down: default_when_all_down(),
+            sticky: StickyConfig::default(),
+            health: HealthConfig::default(),
+            backend: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -413,6 +449,9 @@ pub fn default_strip_request_headers() -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+fn default_https_port() -> u16 {
+    443
 }
 fn default_balance() -> Balance {
     Balance::LeastLoaded

@@ -9,41 +9,56 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
 
-struct Report<'a> {
+pub(super) struct Report<'a> {
     locator: &'a Locator<'a>,
     errors: Vec<ConfigError>,
     /// Files named by the config but absent now; needed only when the instance starts.
     missing_files: Vec<ConfigError>,
+    /// Allowed, but likely not what the operator wants; `check` prints them.
+    warnings: Vec<ConfigError>,
 }
 
 impl Report<'_> {
-    fn err(&mut self, path: &[Seg], message: impl Into<String>) {
-        self.errors.push(ConfigError {
+    fn found(&self, path: &[Seg], message: impl Into<String>) -> ConfigError {
+        ConfigError {
             key: path_text(path),
             line: self.locator.line(path),
             message: message.into(),
-        });
+        }
+    }
+
+    pub(super) fn err(&mut self, path: &[Seg], message: impl Into<String>) {
+        let e = self.found(path, message);
+        self.errors.push(e);
+    }
+
+    pub(super) fn warn(&mut self, path: &[Seg], message: impl Into<String>) {
+        let w = self.found(path, message);
+        self.warnings.push(w);
     }
 }
 
-fn k(s: &str) -> Seg {
+/// What validation found besides the typed file.
+pub struct Findings {
+    pub errors: Vec<ConfigError>,
+    pub missing_files: Vec<ConfigError>,
+    pub warnings: Vec<ConfigError>,
+}
+
+pub(super) fn k(s: &str) -> Seg {
     Seg::Key(s.to_string())
 }
 
-fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
+pub(super) fn at(base: &[Seg], more: &[Seg]) -> Vec<Seg> {
     base.iter().chain(more.iter()).cloned().collect()
 }
 
-/// Returns (errors, missing files).
-pub fn validate(
-    file: &FileConfig,
-    dir: &Path,
-    locator: &Locator<'_>,
-) -> (Vec<ConfigError>, Vec<ConfigError>) {
+pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Findings {
     let mut r = Report {
         locator,
         errors: Vec::new(),
         missing_files: Vec::new(),
+        warnings: Vec::new(),
     };
     if file.frontend.is_empty()
         && file.lb_module.is_none()
@@ -60,6 +75,7 @@ pub fn validate(
         if let Some(token) = &admin.token_file {
             check_file(&mut r, &[k("admin"), k("token_file")], dir, token);
         }
+        super::validate_edge::check_admin_exposure(&mut r, admin);
     }
     let pool_names = check_pools(&mut r, file, dir);
     let mut frontend_names = HashSet::new();
@@ -91,6 +107,7 @@ pub fn validate(
         if fe.max_connections == 0 {
             r.err(&at(&base, &[k("max_connections")]), "must be at least 1");
         }
+        super::validate_edge::check_frontend_edge(&mut r, &base, fe, &file.pool);
         for (what, d) in [
             ("header_timeout", fe.header_timeout),
             ("keepalive_timeout", fe.keepalive_timeout),
@@ -178,7 +195,11 @@ pub fn validate(
             );
         }
     }
-    (r.errors, r.missing_files)
+    Findings {
+        errors: r.errors,
+        missing_files: r.missing_files,
+        warnings: r.warnings,
+    }
 }
 
 fn unknown_pool(name: &str, pools: &HashSet<String>) -> String {

@@ -73,6 +73,22 @@ pub struct ReleaseSummary {
     pub stop_reason: Option<String>,
     /// Decisions by kind (`released`, `protected`, ...).
     pub counts: BTreeMap<&'static str, u64>,
+    /// What an admin reads before turning `dry_run` off: the decisions, licenses lost (or that
+    /// would be) and errors first, then the rest, at most `SHOWN_DECISIONS` (`counts` has all).
+    pub decisions: Vec<Decision>,
+}
+
+/// Decisions a summary carries for the status page; the audit log has every one.
+pub const SHOWN_DECISIONS: usize = 200;
+
+/// Where a decision is listed on the status page: what costs a user a license first.
+fn shown_rank(kind: DecisionKind) -> u8 {
+    match kind {
+        DecisionKind::Released | DecisionKind::WouldRelease => 0,
+        DecisionKind::Error => 1,
+        DecisionKind::Quarantined | DecisionKind::AlreadyGone => 2,
+        DecisionKind::Protected => 3,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +151,7 @@ impl ReleaseRun<'_> {
                 outcome: Outcome::Ok,
                 stop_reason: None,
                 counts: BTreeMap::new(),
+                decisions: Vec::new(),
             },
             decisions: Vec::new(),
         };
@@ -149,6 +166,9 @@ impl ReleaseRun<'_> {
         for d in &report.decisions {
             *s.counts.entry(d.decision.as_str()).or_default() += 1;
         }
+        let mut shown: Vec<&Decision> = report.decisions.iter().collect();
+        shown.sort_by_key(|d| shown_rank(d.decision));
+        s.decisions = shown.into_iter().take(SHOWN_DECISIONS).cloned().collect();
         s.outcome = if let Some(reason) = stop {
             tracing::error!(run_id = %s.run_id, %reason, "license release run stopped");
             s.stop_reason = Some(reason);

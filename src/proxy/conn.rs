@@ -15,6 +15,7 @@ use super::ProxyCtx;
 use crate::access_log::{ConnNames, RequestId};
 use crate::balance::Backend;
 use crate::conn_limit::ConnSlot;
+use crate::metrics::code_class;
 use crate::snapshot::FrontendSnapshot;
 use crate::threads::signal;
 use bytes::BytesMut;
@@ -108,6 +109,14 @@ pub async fn serve(
             access::begin(snapshot.access_log.as_ref(), &mut conn, &fe, Some(&head));
             snapshot.pools.get(&fe.cfg.pool).cloned()
         };
+        if fe.cfg.redirect_https {
+            let open = redirect(&mut conn, &head, &fe, &ctx).await && !ctx.lifecycle.is_stopping();
+            access::finish(&mut conn, !open);
+            if open {
+                continue;
+            }
+            break;
+        }
         let Some(pool) = pool else {
             refuse(
                 &mut conn,
@@ -151,6 +160,51 @@ pub async fn serve(
     close_within(&mut conn.io, fe.cfg.send_timeout.get()).await;
 }
 
+/// Answers a request of a `redirect_https` listener; whether the connection stays open.
+async fn redirect(
+    conn: &mut ClientConn,
+    head: &Head,
+    fe: &FrontendSnapshot,
+    ctx: &ProxyCtx,
+) -> bool {
+    let Some(location) = super::redirect::location(head, fe.cfg.https_port) else {
+        // An HTTP/1.0 request without Host: there is no site to send it to.
+        ctx.shared
+            .metrics
+            .client_errors_total
+            .with_label_values(&[&fe.cfg.name, "bad_request"])
+            .inc();
+        refuse(
+            conn,
+            fe,
+            Some(head),
+            ProxyError::BadRequest,
+            "no host to redirect to",
+        )
+        .await;
+        return false;
+    };
+    let keep_alive = super::redirect::keeps_alive(head);
+    let id = match conn.log.as_mut() {
+        Some(l) => {
+            l.answered(308);
+            l.id
+        }
+        None => RequestId::next(),
+    };
+    let answer = super::redirect::answer(&location, &id.to_string(), keep_alive);
+    ctx.shared
+        .metrics
+        .http_requests_total
+        .with_label_values(&[&fe.cfg.name, &fe.cfg.pool, "none", code_class(308)])
+        .inc();
+    debug!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, "redirected to https");
+    write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get())
+        .await
+        .is_ok()
+        && keep_alive
+}
+
 pub(super) async fn refuse(
     conn: &mut ClientConn,
     fe: &FrontendSnapshot,
@@ -167,6 +221,6 @@ pub(super) async fn refuse(
         None => RequestId::next(),
     };
     warn!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, status = code, "{why}");
-    let answer = error_response(err, head, &id.to_string(), false);
+    let answer = error_response(err, head, &id.to_string(), false, fe.cfg.hsts.as_deref());
     let _ = write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get()).await;
 }

@@ -252,7 +252,13 @@ pub(super) async fn exchange(
             )
             .await;
         }
-        client_response(&resp, set_cookie, false, &mut head_out);
+        client_response(
+            &resp,
+            set_cookie,
+            false,
+            fe.cfg.hsts.as_deref(),
+            &mut head_out,
+        );
         if write_within(&mut conn.io, &head_out, send_timeout)
             .await
             .is_err()
@@ -283,7 +289,13 @@ pub(super) async fn exchange(
         || !body_sent
         || resp.framing == Framing::UntilClose
         || ctx.lifecycle.is_stopping();
-    client_response(&resp, set_cookie, close_client, &mut head_out);
+    client_response(
+        &resp,
+        set_cookie,
+        close_client,
+        fe.cfg.hsts.as_deref(),
+        &mut head_out,
+    );
     let body_inline = inline_small_body(&mut up.buf, resp.framing, &mut head_out);
     let mut streamed = write_within(&mut conn.io, &head_out, send_timeout)
         .await

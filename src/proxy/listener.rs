@@ -1,6 +1,6 @@
-//! Accepting front-door connections: the connection limit (`conn_limit.rs`), the TLS handshake
-//! (bounded by `header_timeout`), and one task per connection, on the next worker, tracked for
-//! graceful shutdown.
+//! Accepting front-door connections: the connection limit (`conn_limit.rs`), the client's
+//! address and per-IP limit (`admit.rs`), the TLS handshake (bounded by `header_timeout`), and
+//! one task per connection, on the next worker, tracked for graceful shutdown.
 
 use super::stream::Stream;
 use super::ProxyCtx;
@@ -79,12 +79,17 @@ pub async fn serve_frontend(
         let ctx2 = ctx.clone();
         let started = tokio::time::Instant::now();
         let task = ctx.lifecycle.tracker.track_future(async move {
-            let tcp = match TcpStream::from_std(tcp) {
+            let mut tcp = match TcpStream::from_std(tcp) {
                 Ok(t) => t,
                 Err(e) => {
                     warn!(frontend = %fe.cfg.name, client = %peer, error = %e, "cannot register the connection");
                     return;
                 }
+            };
+            let mut slot = slot;
+            // From here on `peer` is the client: the PROXY header's address when there is one.
+            let Some(peer) = super::admit::admit(&mut tcp, peer, started, &mut slot, &fe, &ctx2).await else {
+                return;
             };
             let io = match &fe.tls {
                 None => Stream::Plain(tcp),

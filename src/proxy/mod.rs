@@ -6,6 +6,7 @@
 //! tunnel that costs almost nothing while idle.
 
 mod access;
+mod admit;
 pub mod backend_head;
 pub mod body;
 pub mod chunked;
@@ -15,6 +16,8 @@ pub mod counted;
 mod exchange;
 pub mod head;
 pub mod listener;
+pub mod proxy_protocol;
+mod redirect;
 pub mod request_head;
 pub mod respond;
 pub mod rewrite;

@@ -55,8 +55,15 @@ fn wants_json(head: Option<&Head>) -> bool {
         .is_some_and(|a| a.windows(4).any(|w| w.eq_ignore_ascii_case(b"json")))
 }
 
-/// The full response bytes; the connection is closed after it unless `keep_alive`.
-pub fn error_response(err: ProxyError, head: Option<&Head>, id: &str, keep_alive: bool) -> Vec<u8> {
+/// The full response bytes; the connection is closed after it unless `keep_alive`. `hsts`: the
+/// frontend's `Strict-Transport-Security` value, sent on every answer of a TLS frontend.
+pub fn error_response(
+    err: ProxyError,
+    head: Option<&Head>,
+    id: &str,
+    keep_alive: bool,
+    hsts: Option<&str>,
+) -> Vec<u8> {
     let (code, reason) = err.status();
     let text = err.explanation();
     let (ctype, body) = if wants_json(head) {
@@ -83,8 +90,11 @@ pub fn error_response(err: ProxyError, head: Option<&Head>, id: &str, keep_alive
     } else {
         "Connection: close\r\n"
     };
+    let hsts = hsts
+        .map(|v| format!("Strict-Transport-Security: {v}\r\n"))
+        .unwrap_or_default();
     format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{extra}{conn}\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nX-Request-Id: {id}\r\n{extra}{hsts}{conn}\r\n{body}",
         body.len()
     )
     .into_bytes()

@@ -250,7 +250,14 @@ pub fn is_qlik_session_cookie(name: &[u8]) -> bool {
 
 /// The head sent to the client: hop-by-hop headers dropped (kept for a 101), our Set-Cookie
 /// added when the user was pinned, `Connection: close` when this connection ends after it.
-pub fn client_response(head: &Head, set_cookie: Option<&str>, close: bool, out: &mut BytesMut) {
+/// `hsts`: the frontend's `Strict-Transport-Security`, replacing any the backend sent.
+pub fn client_response(
+    head: &Head,
+    set_cookie: Option<&str>,
+    close: bool,
+    hsts: Option<&str>,
+    out: &mut BytesMut,
+) {
     let upgrade = head.status == 101;
     let hop = HopByHop::of(head, true);
     out.reserve(head.raw.len() + 128);
@@ -261,7 +268,15 @@ pub fn client_response(head: &Head, set_cookie: Option<&str>, close: bool, out: 
         if !upgrade && hop.contains(name) {
             continue;
         }
+        if hsts.is_some() && name.eq_ignore_ascii_case(b"strict-transport-security") {
+            continue;
+        }
         put_line(out, head.bytes(&h.line));
+    }
+    if let Some(value) = hsts {
+        out.put_slice(b"Strict-Transport-Security: ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
     }
     if let Some(cookie) = set_cookie {
         out.put_slice(b"Set-Cookie: ");
@@ -363,7 +378,7 @@ mod tests {
         )
         .unwrap();
         let mut out = BytesMut::new();
-        client_response(&resp, None, false, &mut out);
+        client_response(&resp, None, false, None, &mut out);
         let out = String::from_utf8(out.to_vec()).unwrap();
         assert!(
             out.contains("Content-Length: 5\r\n") && !out.contains("X-Drop"),

@@ -78,20 +78,10 @@ pub fn route(pool: &Pool, head: &Head, exclude: Option<&Arc<Backend>>) -> Option
     } else {
         Outcome::Miss
     };
-    let (backend, all_down) = match exclude {
-        None => match select(pool) {
-            Selected::Backend(b) => (b.clone(), false),
-            Selected::AllDown(b) => (b.clone(), true),
-            Selected::None => return None,
-        },
-        Some(skip) => {
-            let other = pool
-                .backends
-                .iter()
-                .filter(|b| !Arc::ptr_eq(b, skip) && b.accepts_new_users())
-                .min_by_key(|b| b.inflight() + b.tunnels())?;
-            (other.clone(), false)
-        }
+    let (backend, all_down) = match select(pool, exclude) {
+        Selected::Backend(b) => (b.clone(), false),
+        Selected::AllDown(b) => (b.clone(), true),
+        Selected::None => return None,
     };
     Some(Route {
         backend,
@@ -104,3 +94,6 @@ pub fn route(pool: &Pool, head: &Head, exclude: Option<&Arc<Backend>>) -> Option
 fn is_excluded(b: &Arc<Backend>, exclude: Option<&Arc<Backend>>) -> bool {
     exclude.is_some_and(|x| Arc::ptr_eq(x, b))
 }
+
+#[cfg(test)]
+mod tests;

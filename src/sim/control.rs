@@ -2,7 +2,9 @@
 //!
 //! - `GET /__sim/control` returns the node's state:
 //!   `{"id":"node1","cpu":5.0,"memory_free_mb":26000.0,"memory_total_mb":32768.0,"saturated":null,
-//!     "saturated_reported":false,"latency_ms":0,"fail":false,"accepting":true,"open_websockets":0}`
+//!     "saturated_reported":false,"latency_ms":0,"fail":false,"accepting":true,"open_websockets":0,
+//!     "qix_answer_ms":2.1}` — `qix_answer_ms` is what the engine's load makes a QIX answer take now
+//!   (`engine::answer_time`; `latency_ms` comes on top).
 //! - `POST /__sim/control` with a JSON object holding any subset of
 //!   `cpu` (percent, 0–100), `memory_free_mb`, `memory_total_mb`, `saturated` (`true`/`false` to
 //!   force, `null` to derive it from CPU and memory as Qlik does), `latency_ms` (added before every
@@ -143,6 +145,7 @@ pub struct NodeStatus {
     pub fail: bool,
     pub accepting: bool,
     pub open_websockets: u64,
+    pub qix_answer_ms: f64,
 }
 
 pub(crate) fn status(node: &NodeInner) -> NodeStatus {
@@ -158,6 +161,7 @@ pub(crate) fn status(node: &NodeInner) -> NodeStatus {
         fail: knobs.fail,
         accepting: node.accept.is_accepting(),
         open_websockets: node.engine.open_sessions(),
+        qix_answer_ms: node.engine.answer_delay().as_secs_f64() * 1000.0,
     }
 }
 

@@ -16,6 +16,29 @@ pub const ENGINE_VERSION: &str = "12.2027.0";
 /// Qlik flags an engine as saturated above 90 % CPU or 90 % of physical memory in use.
 const SATURATION_PERCENT: f64 = 90.0;
 
+/// What one QIX answer costs an idle engine.
+const BASE_ANSWER: Duration = Duration::from_millis(2);
+/// CPU one open session keeps busy, percent: a few thousand sessions load a node noticeably.
+const SESSION_CPU_PERCENT: f64 = 0.02;
+/// Busiest the model lets an engine get, so an answer time stays finite.
+const MAX_UTILISATION: f64 = 0.98;
+/// A saturated engine queues every answer behind this much extra work.
+const SATURATED_EXTRA: Duration = Duration::from_millis(250);
+
+/// How long a QIX answer takes on an engine at `cpu` percent with `sessions` open: the answer
+/// time of a single queue (`base / (1 - utilisation)`, so it doubles at 50 % and grows steeply
+/// towards 100 %), plus a fixed delay when saturated. The extra latency knob comes on top.
+pub fn answer_time(cpu: f64, sessions: u64, saturated: bool) -> Duration {
+    let utilisation =
+        ((cpu + sessions as f64 * SESSION_CPU_PERCENT) / 100.0).clamp(0.0, MAX_UTILISATION);
+    let queued = BASE_ANSWER.div_f64(1.0 - utilisation);
+    if saturated {
+        queued + SATURATED_EXTRA
+    } else {
+        queued
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Knobs {
     /// CPU in use, percent.
@@ -118,6 +141,12 @@ impl Engine {
         lock(&self.activity).sessions_active
     }
 
+    /// How long the next QIX answer takes (see `answer_time`).
+    pub fn answer_delay(&self) -> Duration {
+        let knobs = self.knobs();
+        answer_time(knobs.cpu, self.open_sessions(), knobs.reported_saturated())
+    }
+
     /// Apps this engine knows: the loaded ones.
     pub fn loaded_docs(&self) -> Vec<String> {
         lock(&self.activity).loaded_docs.clone()
@@ -203,6 +232,11 @@ impl EngineSession {
         self.engine.count_call();
     }
 
+    /// How long the engine takes to answer now.
+    pub fn answer_delay(&self) -> Duration {
+        self.engine.answer_delay()
+    }
+
     /// Opens `app` in this session; the engine loads it if it was not in memory.
     pub fn open_doc(&mut self, app: &str) {
         let mut activity = lock(&self.engine.activity);
@@ -286,4 +320,55 @@ pub struct CacheReport {
     pub added: u64,
     pub replaced: u64,
     pub bytes_added: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(d: Duration) -> f64 {
+        d.as_secs_f64() * 1000.0
+    }
+
+    #[test]
+    fn answers_slow_down_with_cpu_doubling_at_half_load() {
+        let idle = ms(answer_time(0.0, 0, false));
+        assert_eq!(idle, 2.0);
+        assert_eq!(ms(answer_time(50.0, 0, false)), 2.0 * idle);
+        assert!((ms(answer_time(95.0, 0, false)) - 20.0 * idle).abs() < 1e-9);
+        assert_eq!(
+            answer_time(100.0, 0, false),
+            answer_time(250.0, 0, false),
+            "bounded"
+        );
+    }
+
+    #[test]
+    fn open_sessions_add_load_and_saturation_a_fixed_delay() {
+        assert!(answer_time(5.0, 2000, false) > answer_time(5.0, 0, false));
+        assert_eq!(
+            answer_time(5.0, 2500, false),
+            answer_time(55.0, 0, false),
+            "2,500 sessions weigh as 50 % CPU"
+        );
+        assert_eq!(
+            answer_time(20.0, 0, true),
+            answer_time(20.0, 0, false) + SATURATED_EXTRA
+        );
+    }
+
+    #[test]
+    fn an_engine_reads_its_own_knobs_and_sessions() {
+        let engine = Arc::new(Engine::new());
+        let before = engine.answer_delay();
+        let _held: Vec<EngineSession> = (0..500)
+            .map(|i| engine.open_session(&format!("u{i}")))
+            .collect();
+        assert!(engine.answer_delay() > before);
+        engine.update_knobs(|k| k.cpu = 95.0);
+        assert!(
+            engine.answer_delay() >= SATURATED_EXTRA,
+            "95 % CPU reports saturated"
+        );
+    }
 }

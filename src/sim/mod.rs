@@ -6,6 +6,7 @@ mod conn;
 pub mod control;
 pub mod engine;
 pub mod node;
+mod pages;
 pub mod qix;
 pub mod qps;
 pub mod qrs;

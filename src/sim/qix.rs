@@ -144,6 +144,11 @@ impl QixSession {
         }
     }
 
+    /// How long the engine takes to answer now (its CPU, sessions and saturation).
+    pub fn answer_delay(&self) -> std::time::Duration {
+        self.engine_session.answer_delay()
+    }
+
     /// The answer to one client message; `None` for notifications (no `id`).
     pub fn answer(&mut self, text: &str) -> Option<String> {
         let request: Value = match serde_json::from_str(text) {
@@ -289,6 +294,15 @@ where
             Some(Ok(_)) => continue,
         };
         if let Some(reply) = session.answer(text.as_str()) {
+            // Users feel a busy engine: the answer waits as long as this engine's load says.
+            let delay = session.answer_delay();
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    let _ = ws.close(None).await;
+                    return;
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
             if ws.send(Message::text(reply)).await.is_err() {
                 return;
             }

@@ -2,7 +2,8 @@
 //!
 //! Paths: `/__sim/control` (see `control`), `/engine/healthcheck` and `/healthcheck`,
 //! `[/<prefix>]/__sim/echo[/...]` (the request as received, for forwarding tests),
-//! `[/<prefix>]/app/<id>` WebSocket upgrades (QIX), and QPS-like answers everywhere else.
+//! `[/<prefix>]/app/<id>` WebSocket upgrades (QIX), the hub and app pages for browsers
+//! (`pages`), and QPS-like answers everywhere else.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::{Conn, Incoming};
 use super::control::{self, CONTROL_PATH};
 use super::node::NodeInner;
+use super::pages;
 use super::qix::{self, QixSession};
 use super::qps::{self, SessionCheck};
 use super::request::Request;
@@ -191,6 +193,12 @@ fn qps_route(node: &NodeInner, request: &Request, below_prefix: &str) -> Reply {
         None => response,
     };
     if !request.is_websocket_upgrade() {
+        if pages::wants_html(request) {
+            let prefix = qps::virtual_proxy_prefix(request.path());
+            if let Some(page) = pages::page(&node.id, prefix, below_prefix) {
+                return Reply::Http(with_cookie(page));
+            }
+        }
         let body =
             serde_json::json!({ "node": node.id, "path": request.path(), "session": session });
         return Reply::Http(with_cookie(Response::json(

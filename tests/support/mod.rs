@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod door;
+pub mod edge;
 pub mod raw;
 pub mod recording;
 pub mod scripted;
