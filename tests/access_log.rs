@@ -335,6 +335,42 @@ async fn an_answer_the_proxy_gives_itself_is_logged_with_its_request_id() {
 }
 
 #[tokio::test]
+async fn a_redirect_is_logged_for_the_client_the_proxy_protocol_names() {
+    within(30, async {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{}\n[access_log]\npath = \"access.log\"\n",
+            frontdoor_config(
+                &[("b1", "127.0.0.1:9".to_string())],
+                "",
+                "proxy_protocol = true\nredirect_https = true"
+            )
+        );
+        let lb = start_with_file(dir.path(), &text).await;
+        let front = lb.frontend_addr("public").unwrap();
+        let proxy_header = b"PROXY TCP4 203.0.113.7 10.0.0.1 40000 443\r\n";
+        let request = b"GET /hub HTTP/1.1\r\nHost: qlik.example\r\nConnection: close\r\n\r\n";
+        let (answer, _) = round_trip(front, &[&proxy_header[..], &request[..]].concat()).await;
+        assert_eq!(status_of(&answer), 308);
+        let v = &json_lines(&dir.path().join("access.log"), 1).await[0];
+        assert_eq!(v["status"], 308);
+        assert_eq!(v["client_ip"], "203.0.113.7");
+        assert_eq!(v["client_port"], 40000);
+        assert_eq!(v["target"], "/hub");
+        assert_eq!(v["backend"], Value::Null);
+        assert_eq!(v["sticky"], "none");
+        assert_eq!(
+            v["bytes_in"],
+            request.len(),
+            "the PROXY header is not the request's"
+        );
+        assert_eq!(v["bytes_out"], answer.len());
+        assert_eq!(v["request_id"], header(&answer, "x-request-id").unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_combined_format_is_the_standard_line_then_the_extra_fields() {
     within(30, async {
         let backend = TestBackend::start("b1").await;
