@@ -9,6 +9,7 @@
 //!   listeners.
 //! - `sim`: a simulated Qlik site for the demo, the tests and the benchmarks.
 
+pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;

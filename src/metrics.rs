@@ -5,8 +5,8 @@
 //! one process — the demo, or tests — never mix their numbers.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -33,18 +33,19 @@ pub struct Metrics {
     pub lbmodule_request_duration_seconds: Histogram,
     pub config_reloads_total: IntCounterVec,
     pub config_last_reload_success_timestamp_seconds: Gauge,
-    pub license_total: IntGaugeVec,
+    pub license_entitled: IntGaugeVec,
     pub license_allocated: IntGaugeVec,
     pub license_used: IntGaugeVec,
     pub license_available: IntGaugeVec,
     pub license_quarantined: IntGaugeVec,
     pub license_excess: IntGaugeVec,
-    pub license_analyzer_capacity_minutes: IntGaugeVec,
+    pub license_analyzer_capacity_seconds: IntGaugeVec,
     pub license_tokens: GaugeVec,
     pub license_release_decisions_total: IntCounterVec,
     pub job_runs_total: IntCounterVec,
     pub job_last_success_timestamp_seconds: GaugeVec,
     pub tls_certificate_expiry_timestamp_seconds: GaugeVec,
+    pub access_log_dropped_total: IntCounter,
     pub build_info: IntGauge,
 }
 
@@ -112,6 +113,13 @@ impl Metrics {
         .expect("valid metric");
         build_info.set(1);
         r.register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        let access_log_dropped_total = IntCounter::new(
+            "qlb_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind.",
+        )
+        .expect("valid metric");
+        r.register(Box::new(access_log_dropped_total.clone()))
             .expect("unique metric");
         let lic = &["license_type"];
         Metrics {
@@ -232,10 +240,10 @@ impl Metrics {
                 &["result"],
             ),
             config_last_reload_success_timestamp_seconds,
-            license_total: igauge(
+            license_entitled: igauge(
                 r,
-                "qlb_license_total",
-                "User access licenses in the license.",
+                "qlb_license_entitled",
+                "User access licenses the license grants.",
                 lic,
             ),
             license_allocated: igauge(
@@ -263,10 +271,10 @@ impl Metrics {
                 "Allocations over the license.",
                 lic,
             ),
-            license_analyzer_capacity_minutes: igauge(
+            license_analyzer_capacity_seconds: igauge(
                 r,
-                "qlb_license_analyzer_capacity_minutes",
-                "Analyzer capacity minutes.",
+                "qlb_license_analyzer_capacity_seconds",
+                "Analyzer capacity time (Qlik counts minutes; exported in seconds).",
                 &["kind"],
             ),
             license_tokens: fgauge(
@@ -299,6 +307,7 @@ impl Metrics {
                 "Unix time the served certificate expires (its notAfter).",
                 &["frontend", "name"],
             ),
+            access_log_dropped_total,
             build_info,
             registry,
         }

@@ -1,6 +1,7 @@
 //! The immutable snapshot the hot path reads (one `arc-swap` load per request), and the state
 //! that outlives snapshots: metrics, the backend registry, learned Qlik sessions.
 
+use crate::access_log::AccessLog;
 use crate::balance::health::CheckTargets;
 use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::spec::backend_specs;
@@ -99,6 +100,8 @@ pub struct Snapshot {
     pub frontends: Vec<Arc<FrontendSnapshot>>,
     /// Client configs of the pools with https:// backends, by pool name.
     pub backend_tls: HashMap<String, Arc<BackendTls>>,
+    /// Opened anew by every build: a reload reopens the file at its path.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl Snapshot {
@@ -107,6 +110,7 @@ impl Snapshot {
     pub fn build(config: Config, shared: &Shared) -> Result<Snapshot, ConfigErrors> {
         // Files may have been absent when the config was checked; to start, they must exist.
         let mut errors = config.missing_files.clone();
+        let access_log = open_access_log(&config, shared, &mut errors);
         let mut secrets = HashMap::new();
         for (i, p) in config.file.pool.iter().enumerate() {
             if let Some(secret_file) = &p.sticky.secret_file {
@@ -200,6 +204,7 @@ impl Snapshot {
             pools,
             frontends,
             backend_tls,
+            access_log,
         };
         snapshot.publish_certificate_expiry(&shared.metrics);
         Ok(snapshot)
@@ -318,6 +323,33 @@ fn pool_backend_tls(
                 key,
                 line: None,
                 message: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Opens the access log the config asks for; a file that cannot be opened is a config error.
+fn open_access_log(
+    config: &Config,
+    shared: &Shared,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Arc<AccessLog>> {
+    let cfg = config.file.access_log.as_ref()?;
+    match AccessLog::open(
+        cfg,
+        &config.dir,
+        shared.metrics.access_log_dropped_total.clone(),
+    ) {
+        Ok(log) => Some(Arc::new(log)),
+        Err(e) => {
+            errors.push(ConfigError {
+                key: "access_log.path".into(),
+                line: None,
+                message: format!(
+                    "cannot open {} for appending: {e}",
+                    config.resolve(&cfg.path).display()
+                ),
             });
             None
         }

@@ -24,7 +24,7 @@ fn fixture() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The value of one sample line of the exposition, e.g. `qlb_license_total{license_type="analyzer"}`.
+/// The value of one sample line of the exposition, e.g. `qlb_license_entitled{license_type="analyzer"}`.
 fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| {
@@ -41,15 +41,15 @@ fn assert_gauges_match(text: &str, fx: &Value) {
         ("professional", "professionalAccess"),
         ("analyzer", "analyzerAccess"),
     ] {
-        for field in [
-            "total",
-            "allocated",
-            "used",
-            "available",
-            "quarantined",
-            "excess",
+        for (metric, field) in [
+            ("entitled", "total"),
+            ("allocated", "allocated"),
+            ("used", "used"),
+            ("available", "available"),
+            ("quarantined", "quarantined"),
+            ("excess", "excess"),
         ] {
-            let series = format!("qlb_license_{field}{{license_type=\"{label}\"}}");
+            let series = format!("qlb_license_{metric}{{license_type=\"{label}\"}}");
             assert_eq!(
                 sample(text, &series),
                 fx[key][field].as_f64().unwrap(),
@@ -62,10 +62,11 @@ fn assert_gauges_match(text: &str, fx: &Value) {
         ("used", "usedMinutes"),
         ("unavailable", "unavailableMinutes"),
     ] {
-        let series = format!("qlb_license_analyzer_capacity_minutes{{kind=\"{kind}\"}}");
+        let series = format!("qlb_license_analyzer_capacity_seconds{{kind=\"{kind}\"}}");
         assert_eq!(
             sample(text, &series),
-            fx["analyzerTimeAccess"][field].as_f64().unwrap()
+            fx["analyzerTimeAccess"][field].as_f64().unwrap() * 60.0,
+            "{series}: Qlik's minutes exported as seconds"
         );
     }
     assert_eq!(

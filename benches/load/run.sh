@@ -15,6 +15,8 @@
 #        QLB_BIN=<a qlik-lb binary to measure instead of building this checkout>
 #        SCENARIOS="http ws lbm hold reload" (a subset runs only those, e.g. SCENARIOS=http for the
 #        keep-alive, sticky and new-connection figures)
+#        ACCESS_LOG=1 runs qlik-lb with its JSON access log on, written to $OUT/qlik-lb-access.log
+#        (e.g. ACCESS_LOG=1 PROXIES=qlik-lb SCENARIOS=http for the sticky http figures with it)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -31,6 +33,7 @@ HOLD_SECS=${HOLD_SECS:-8}
 RELOAD_N=${RELOAD_N:-1000}
 LBM_CONNS=${LBM_CONNS:-"1 2 8"}
 SCENARIOS=${SCENARIOS:-"http ws lbm hold reload"}
+ACCESS_LOG=${ACCESS_LOG:-0}
 SIM_BASE=9301
 PROXIES=${PROXIES:-"haproxy nginx qlik-lb"}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
@@ -166,9 +169,17 @@ start_nginx() {
     wait_port "${PORT[nginx]}"
 }
 
+# The run copy of qlik-lb's config: the repository's, plus the access log with ACCESS_LOG=1.
+write_qlik_lb_config() { # dest
+    cp "$HERE/conf/qlik-lb.toml" "$1"
+    if [ "$ACCESS_LOG" = 1 ]; then
+        printf '\n[access_log]\npath = "%s"\nformat = "json"\n' "$(realpath -m "$OUT")/qlik-lb-access.log" >>"$1"
+    fi
+}
+
 start_qlik_lb() { # runs from a copy so the reload scenario can rewrite it
     mkdir -p "$RUN/qlik-lb"
-    cp "$HERE/conf/qlik-lb.toml" "$RUN/qlik-lb/qlik-lb.toml"
+    write_qlik_lb_config "$RUN/qlik-lb/qlik-lb.toml"
     "$QLB" check -c "$RUN/qlik-lb/qlik-lb.toml" >/dev/null
     start_bg qlik-lb "$QLB" --log-level warn run -c "$RUN/qlik-lb/qlik-lb.toml"
     wait_port "${PORT[qlik-lb]}"
@@ -190,7 +201,7 @@ env_info() {
         haproxy -v | sed -n 1p; nginx -v 2>&1; wrk -v 2>&1 | sed -n 1p || true
         echo "qlik-lb: ${QLB_BIN:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}"
         echo "ulimit -n: $(ulimit -n)"
-        echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N SCENARIOS=$SCENARIOS"
+        echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N SCENARIOS=$SCENARIOS ACCESS_LOG=$ACCESS_LOG"
     } >"$OUT/env.txt" 2>&1
 }
 

@@ -157,14 +157,15 @@ impl Instance {
         self.reloader.reload(trigger).await
     }
 
-    /// Reloads on SIGHUP and whenever the config file or a frontend certificate changes, until
-    /// shutdown.
+    /// Reloads on SIGHUP and whenever the config file or a frontend certificate changes, and
+    /// reopens the access log on SIGUSR1, until shutdown.
     pub fn watch_for_reloads(&self) -> Result<(), WatchError> {
         triggers::reload_on_sighup(self.reloader.clone(), self.background.clone())?;
         crate::reload::certificates::reload_on_certificate_change(
             self.reloader.clone(),
             self.background.clone(),
         )?;
+        triggers::reopen_access_log_on_sigusr1(self.runtime.clone(), self.background.clone())?;
         triggers::reload_on_file_change(self.reloader.clone(), self.background.clone())
     }
 
@@ -172,6 +173,10 @@ impl Instance {
     /// then closes them; returns as soon as everything is done.
     pub async fn shutdown(self) {
         shutdown::shutdown_in_order(&self.lifecycle, self.grace, &self.runtime).await;
+        let access_log = self.runtime.load().access_log.clone();
+        if let Some(log) = access_log {
+            log.flushed(Duration::from_secs(2)).await;
+        }
         self.background.cancel();
         self.workers.stop();
     }

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub qrs: Option<QrsConfig>,
     #[serde(default)]
     pub license: Option<LicenseConfig>,
+    #[serde(default)]
+    pub access_log: Option<AccessLogConfig>,
 }
 
 impl FileConfig {
@@ -128,6 +130,31 @@ pub struct FrontendConfig {
     pub redirect_https: bool,
     #[serde(default = "default_https_port")]
     pub https_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// A file (relative to the config folder) or `stderr`.
+    #[serde(default = "default_access_log_path")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: AccessLogFormat,
+}
+
+impl AccessLogConfig {
+    pub fn is_stderr(&self) -> bool {
+        self.path.as_os_str() == "stderr"
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    #[default]
+    Json,
+    /// The Apache/NGINX combined format followed by the fields the JSON lines carry beyond it.
+    Combined,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -549,6 +576,9 @@ fn default_release_schedule() -> Parsed<Schedule> {
 }
 fn default_timezone() -> Parsed<Tz> {
     "UTC".into()
+}
+fn default_access_log_path() -> PathBuf {
+    "var/access.log".into()
 }
 fn default_audit_log() -> PathBuf {
     "var/license-release.jsonl".into()

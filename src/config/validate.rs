@@ -186,6 +186,14 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Finding
     if let Some(license) = &file.license {
         check_license(&mut r, file, license);
     }
+    if let Some(log) = &file.access_log {
+        if log.path.as_os_str().is_empty() {
+            r.err(
+                &[k("access_log"), k("path")],
+                "must name a file (relative to the config folder) or \"stderr\"",
+            );
+        }
+    }
     Findings {
         errors: r.errors,
         missing_files: r.missing_files,

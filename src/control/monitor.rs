@@ -36,7 +36,7 @@ impl LicenseSnapshot {
             ("professional", &self.professional),
             ("analyzer", &self.analyzer),
         ] {
-            m.license_total.with_label_values(&[label]).set(d.total);
+            m.license_entitled.with_label_values(&[label]).set(d.total);
             m.license_allocated
                 .with_label_values(&[label])
                 .set(d.allocated);
@@ -55,9 +55,9 @@ impl LicenseSnapshot {
             ("used", minutes.used_minutes),
             ("unavailable", minutes.unavailable_minutes),
         ] {
-            m.license_analyzer_capacity_minutes
+            m.license_analyzer_capacity_seconds
                 .with_label_values(&[kind])
-                .set(v);
+                .set(v.saturating_mul(60));
         }
         m.license_tokens
             .with_label_values(&["total"])

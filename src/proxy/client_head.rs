@@ -4,11 +4,10 @@
 use super::head::{scan_head, Head, HeadError, HeadScan};
 use super::request_head::parse_request;
 use super::respond::ProxyError;
-use super::stream::ClientStream;
 use bytes::{Buf, BytesMut};
 use std::future::Future;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 pub struct HeadLimits {
@@ -27,7 +26,7 @@ pub enum HeadRead {
 /// `first` marks the first request of a connection: its head deadline runs from `accepted`
 /// (a slowloris guard); later heads get `keepalive_timeout` to start and `header_timeout` to finish.
 pub async fn read_request_head(
-    io: &mut ClientStream,
+    io: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
     limits: &HeadLimits,
     first: Option<Instant>,

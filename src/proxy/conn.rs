@@ -1,15 +1,18 @@
 //! One client connection: read a head, route it, forward it, stream the answer back, and either
 //! wait for the next request (keep-alive), close, or hand both sockets to a WebSocket tunnel.
 
+use super::access::{self, RequestLog};
 use super::body::{close_within, write_within};
 use super::client_head::{read_request_head, HeadLimits, HeadRead};
+use super::counted::Counted;
 use super::exchange::exchange;
 use super::head::Head;
-use super::respond::{error_response, request_id, ProxyError};
+use super::respond::{error_response, ProxyError};
 use super::stream::ClientStream;
 use super::tunnel::{self, Tunnel};
 use super::upstream::BackendConn;
 use super::ProxyCtx;
+use crate::access_log::{ConnNames, RequestId};
 use crate::balance::Backend;
 use crate::conn_limit::ConnSlot;
 use crate::metrics::code_class;
@@ -22,7 +25,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 pub(super) struct ClientConn {
-    pub(super) io: ClientStream,
+    pub(super) io: Counted<ClientStream>,
     /// Counts this connection against `max_connections` for as long as it is open, tunnel included.
     pub(super) slot: ConnSlot,
     pub(super) buf: BytesMut,
@@ -32,6 +35,10 @@ pub(super) struct ClientConn {
     pub(super) tls: bool,
     /// Windows authentication binds a backend connection to this client connection.
     pub(super) ntlm: Option<(Arc<Backend>, BackendConn)>,
+    /// The access log's record of the request being served, when a log is configured.
+    pub(super) log: Option<RequestLog>,
+    /// Built the first time this connection is logged.
+    pub(super) log_names: Option<Arc<ConnNames>>,
 }
 
 pub(super) enum Next {
@@ -50,13 +57,15 @@ pub async fn serve(
 ) {
     let tls = io.is_tls();
     let mut conn = ClientConn {
-        io,
+        io: Counted::new(io),
         slot,
         buf: BytesMut::with_capacity(2048),
         peer,
         peer_ip: peer.ip().to_string(),
         tls,
         ntlm: None,
+        log: None,
+        log_names: None,
     };
     let limits = HeadLimits {
         header_timeout: fe.cfg.header_timeout.get(),
@@ -66,6 +75,7 @@ pub async fn serve(
     let mut first = Some(accepted);
     let mut stop = signal::cancelled(&ctx.lifecycle.stop);
     loop {
+        conn.io.begin_message(conn.buf.len());
         let head = match read_request_head(
             &mut conn.io,
             &mut conn.buf,
@@ -88,21 +98,29 @@ pub async fn serve(
                     .client_errors_total
                     .with_label_values(&[&fe.cfg.name, kind])
                     .inc();
+                access::begin(ctx.runtime.load().access_log.as_ref(), &mut conn, &fe, None);
                 refuse(&mut conn, &fe, None, err, why).await;
+                access::finish(&mut conn, true);
                 break;
             }
         };
+        // The pool, its TLS client config and the access log come from one snapshot, so they agree.
+        let (pool, backend_tls) = {
+            let snapshot = ctx.runtime.load();
+            access::begin(snapshot.access_log.as_ref(), &mut conn, &fe, Some(&head));
+            (
+                snapshot.pools.get(&fe.cfg.pool).cloned(),
+                snapshot.backend_tls.get(&fe.cfg.pool).cloned(),
+            )
+        };
         if fe.cfg.redirect_https {
-            match redirect(&mut conn, &head, &fe, &ctx).await {
-                true if !ctx.lifecycle.is_stopping() => continue,
-                _ => break,
+            let open = redirect(&mut conn, &head, &fe, &ctx).await && !ctx.lifecycle.is_stopping();
+            access::finish(&mut conn, !open);
+            if open {
+                continue;
             }
+            break;
         }
-        // The pool and its TLS client config come from one snapshot, so they agree.
-        let serving = ctx.runtime.load();
-        let pool = serving.pools.get(&fe.cfg.pool).cloned();
-        let backend_tls = serving.backend_tls.get(&fe.cfg.pool).cloned();
-        drop(serving);
         let Some(pool) = pool else {
             refuse(
                 &mut conn,
@@ -112,19 +130,28 @@ pub async fn serve(
                 "the frontend's pool is gone",
             )
             .await;
+            access::finish(&mut conn, true);
             break;
         };
         match exchange(conn, head, &fe, &pool, backend_tls.as_deref(), &ctx).await {
-            Next::KeepAlive(c) => conn = c,
+            Next::KeepAlive(mut c) => {
+                access::finish(&mut c, false);
+                conn = c;
+            }
             Next::Close(mut c) => {
+                access::finish(&mut c, true);
                 close_within(&mut c.io, fe.cfg.send_timeout.get()).await;
                 return;
             }
-            Next::Tunnel(t) => {
+            Next::Tunnel(mut t) => {
+                let log = t.log.take();
                 // The tunnel runs as its own small task so an idle one holds nothing of this
                 // connection's HTTP state.
                 ctx.lifecycle.tracker.spawn(async move {
-                    let end = tunnel::run(*t).await;
+                    let (end, moved) = tunnel::run(*t).await;
+                    if let Some(log) = log {
+                        access::finish_tunnel(log, moved);
+                    }
                     debug!(?end, "websocket tunnel ended");
                 });
                 return;
@@ -162,8 +189,14 @@ async fn redirect(
         return false;
     };
     let keep_alive = super::redirect::keeps_alive(head);
-    let id = request_id();
-    let answer = super::redirect::answer(&location, &id, keep_alive);
+    let id = match conn.log.as_mut() {
+        Some(l) => {
+            l.answered(308);
+            l.id
+        }
+        None => RequestId::next(),
+    };
+    let answer = super::redirect::answer(&location, &id.to_string(), keep_alive);
     ctx.shared
         .metrics
         .http_requests_total
@@ -183,9 +216,15 @@ pub(super) async fn refuse(
     err: ProxyError,
     why: &str,
 ) {
-    let id = request_id();
     let (code, _) = err.status();
+    let id = match conn.log.as_mut() {
+        Some(l) => {
+            l.answered(code);
+            l.id
+        }
+        None => RequestId::next(),
+    };
     warn!(request_id = %id, frontend = %fe.cfg.name, client = %conn.peer, status = code, "{why}");
-    let answer = error_response(err, head, &id, false, fe.cfg.hsts.as_deref());
+    let answer = error_response(err, head, &id.to_string(), false, fe.cfg.hsts.as_deref());
     let _ = write_within(&mut conn.io, &answer, fe.cfg.send_timeout.get()).await;
 }

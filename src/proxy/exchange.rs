@@ -69,6 +69,11 @@ async fn fail(
     why: &str,
 ) -> Next {
     count(scope.ctx, scope.fe, scope.pool, backend, err.status().0);
+    if let Some(l) = conn.log.as_mut() {
+        l.to((backend != "none")
+            .then(|| scope.pool.backend(backend))
+            .flatten());
+    }
     refuse(&mut conn, scope.fe, Some(scope.head), err, why).await;
     Next::Close(conn)
 }
@@ -107,6 +112,9 @@ pub(super) async fn exchange(
     if chosen.invalid_cookie {
         pool.decisions.invalid.inc();
     }
+    if let Some(l) = conn.log.as_mut() {
+        l.routed(&chosen);
+    }
     if chosen.all_down && pool.all_down_log.should_log() {
         warn!(pool = %pool.name, backend = %chosen.backend.id, "every backend is down; trying anyway");
     }
@@ -141,7 +149,7 @@ pub(super) async fn exchange(
         fresh_only: false,
     };
     let (backend, mut up, lease, dead_watch, resp) = loop {
-        let (b, mut c) = match acquire(
+        let acquired = acquire(
             &mut conn,
             &head,
             pool,
@@ -150,8 +158,12 @@ pub(super) async fn exchange(
             &mut tries,
             idempotent,
         )
-        .await
-        {
+        .await;
+        if let Some(l) = conn.log.as_mut() {
+            // A refused connect may have moved the user to another backend.
+            l.routed(&chosen);
+        }
+        let (b, mut c) = match acquired {
             Ok(x) => x,
             Err(id) => {
                 return fail(
@@ -207,6 +219,10 @@ pub(super) async fn exchange(
         .duration
         .observe(started.elapsed().as_secs_f64());
     count(ctx, fe, pool, &backend.id, resp.status);
+    if let Some(l) = conn.log.as_mut() {
+        l.to(Some(&backend));
+        l.answered(resp.status);
+    }
     if pool.cfg.sticky.learn_qlik_session {
         for (name, value) in response_set_cookies(&resp) {
             if is_qlik_session_cookie(name) && !value.is_empty() {
@@ -253,8 +269,12 @@ pub(super) async fn exchange(
         }
         drop(lease);
         let tunnel_lease = backend.tunnel_lease();
+        let mut log = conn.log.take();
+        if let Some(l) = log.as_mut() {
+            l.tunnel_opens(conn.io.read_since(conn.buf.len()), conn.io.written());
+        }
         return Next::Tunnel(Box::new(Tunnel {
-            client: conn.io,
+            client: conn.io.into_inner(),
             from_client: conn.buf.split().freeze(),
             backend: up.io,
             from_backend: up.buf.split().freeze(),
@@ -264,6 +284,7 @@ pub(super) async fn exchange(
             send_timeout,
             close: ctx.lifecycle.close_tunnels.child_token(),
             slot: conn.slot,
+            log,
         }));
     }
     let close_client = head.close

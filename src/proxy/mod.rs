@@ -5,12 +5,14 @@
 //! anything reaches a backend, slow heads get a 408, and an upgraded connection is handed to a
 //! tunnel that costs almost nothing while idle.
 
+mod access;
 mod admit;
 pub mod backend_head;
 pub mod body;
 pub mod chunked;
 pub mod client_head;
 pub mod conn;
+pub mod counted;
 mod exchange;
 pub mod head;
 pub mod listener;

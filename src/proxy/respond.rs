@@ -2,7 +2,6 @@
 //! appears in the log line, so an administrator can match a user's screenshot to the log.
 
 use super::head::Head;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyError {
@@ -46,13 +45,9 @@ impl ProxyError {
     }
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A process-unique request id: a random prefix per process and a counter.
+/// A process-unique request id as text (the access log's `request_id`).
 pub fn request_id() -> String {
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(rand::random::<u32>);
-    format!("{prefix:08x}-{:x}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+    crate::access_log::RequestId::next().to_string()
 }
 
 fn wants_json(head: Option<&Head>) -> bool {

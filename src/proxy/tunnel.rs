@@ -6,6 +6,7 @@
 //! plain-TCP tunnel holds no buffer at all: bytes are read into a per-thread scratch buffer and
 //! written straight on; only a write that would block parks the remainder on the heap.
 
+use super::access::{Moved, RequestLog};
 use super::body::{close_within, write_within, BodyError};
 use super::stream::{BackendStream, ClientStream, Stream};
 use crate::balance::registry::TunnelLease;
@@ -43,6 +44,8 @@ pub struct Tunnel {
     pub close: CancellationToken,
     /// The client connection's place under `max_connections`, held for the tunnel's life.
     pub slot: ConnSlot,
+    /// The upgrade request's access log record, written when the tunnel closes.
+    pub(super) log: Option<RequestLog>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -56,7 +59,17 @@ pub enum TunnelEnd {
     Error,
 }
 
-pub async fn run(mut t: Tunnel) -> TunnelEnd {
+/// Runs the tunnel to its end; returns how it ended and the bytes it moved each way.
+pub async fn run(mut t: Tunnel) -> (TunnelEnd, Moved) {
+    let mut moved = Moved {
+        to_backend: t.from_client.len() as u64,
+        to_client: t.from_backend.len() as u64,
+    };
+    let end = splice(&mut t, &mut moved).await;
+    (end, moved)
+}
+
+async fn splice(t: &mut Tunnel, moved: &mut Moved) -> TunnelEnd {
     let backend = t.lease.backend().clone();
     let mut dead = std::pin::pin!(signal::changed(t.dead.clone()));
     let mut close = std::pin::pin!(signal::cancelled(&t.close));
@@ -89,7 +102,7 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
     let end = match (&t.client, &t.backend) {
         (Stream::Plain(c), Stream::Plain(b)) => {
             tokio::select! {
-                end = splice_tcp(c, b, Limits { idle: t.idle, send: t.send_timeout }, &t.lease) => end,
+                end = splice_tcp(c, b, Limits { idle: t.idle, send: t.send_timeout }, &t.lease, moved) => end,
                 _ = &mut dead => TunnelEnd::BackendDead,
                 _ = &mut close => TunnelEnd::Shutdown,
             }
@@ -100,7 +113,7 @@ pub async fn run(mut t: Tunnel) -> TunnelEnd {
                 send: t.send_timeout,
             };
             tokio::select! {
-                end = copy_generic(&mut t.client, &mut t.backend, limits, &t.lease) => end,
+                end = copy_generic(&mut t.client, &mut t.backend, limits, &t.lease, moved) => end,
                 _ = &mut dead => TunnelEnd::BackendDead,
                 _ = &mut close => TunnelEnd::Shutdown,
             }
@@ -129,6 +142,7 @@ fn pump(
     dst: &TcpStream,
     pending: &mut Option<Vec<u8>>,
     moved: &prometheus::IntCounter,
+    total: &mut u64,
 ) -> io::Result<Flow> {
     SCRATCH_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
@@ -140,6 +154,7 @@ fn pump(
                 Err(e) => return Err(e),
             };
             moved.inc_by(n as u64);
+            *total += n as u64;
             let mut written = 0;
             while written < n {
                 match dst.try_write(&buf[written..n]) {
@@ -221,6 +236,7 @@ async fn splice_tcp(
     backend: &TcpStream,
     limits: Limits,
     lease: &TunnelLease,
+    total: &mut Moved,
 ) -> TunnelEnd {
     let m = &lease.backend().metrics;
     let idle = limits.idle;
@@ -234,14 +250,14 @@ async fn splice_tcp(
     loop {
         let step: io::Result<()> = tokio::select! {
             r = client.readable(), if to_backend.is_none() && !client_eof => r.and_then(|_| {
-                if let Flow::Eof = pump(client, backend, &mut to_backend, &m.bytes_to_backend)? {
+                if let Flow::Eof = pump(client, backend, &mut to_backend, &m.bytes_to_backend, &mut total.to_backend)? {
                     client_eof = true;
                     if to_backend.is_none() { shutdown_write(backend); }
                 }
                 Ok(())
             }),
             r = backend.readable(), if to_client.is_none() && !backend_eof => r.and_then(|_| {
-                if let Flow::Eof = pump(backend, client, &mut to_client, &m.bytes_to_client)? {
+                if let Flow::Eof = pump(backend, client, &mut to_client, &m.bytes_to_client, &mut total.to_client)? {
                     backend_eof = true;
                     if to_client.is_none() { shutdown_write(client); }
                 }
@@ -298,6 +314,7 @@ async fn copy_generic(
     backend: &mut BackendStream,
     limits: Limits,
     lease: &TunnelLease,
+    total: &mut Moved,
 ) -> TunnelEnd {
     let idle = limits.idle;
     let m = &lease.backend().metrics;
@@ -311,6 +328,7 @@ async fn copy_generic(
                     Ok(0) | Err(_) => Err(TunnelEnd::Closed),
                     Ok(n) => {
                         m.bytes_to_backend.inc_by(n as u64);
+                        total.to_backend += n as u64;
                         write_within(backend, &cbuf[..n], limits.send).await.map_err(stalled_or_error)
                     }
                 },
@@ -318,6 +336,7 @@ async fn copy_generic(
                     Ok(0) | Err(_) => Err(TunnelEnd::Closed),
                     Ok(n) => {
                         m.bytes_to_client.inc_by(n as u64);
+                        total.to_client += n as u64;
                         write_within(client, &bbuf[..n], limits.send).await.map_err(stalled_or_error)
                     }
                 },

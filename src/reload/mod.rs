@@ -134,6 +134,11 @@ impl Reloader {
                     .config_reloads_total
                     .with_label_values(&["error"])
                     .inc();
+                // A good reload opens the log anew; a failed one still reopens the serving log,
+                // so logrotate's rename + SIGHUP works with a broken file too.
+                if let Some(log) = &self.runtime.load().access_log {
+                    log.reopen();
+                }
                 error!(
                     ?trigger,
                     "config reload failed; the previous config keeps serving:\n{errors}"

@@ -1,10 +1,12 @@
-//! What sets a reload off besides the API: SIGHUP, and the config file changing on disk.
+//! What sets a reload off besides the API: SIGHUP, and the config file changing on disk; and
+//! SIGUSR1, which only reopens the access log (logrotate renames the file, then signals).
 //!
 //! The watcher looks at the file's folder, not the file: editors and config management tools
 //! often save by writing a new file and renaming it over the old one, which a watch on the old
 //! file's inode would never see.
 
 use super::{Reloader, Trigger};
+use crate::snapshot::SharedSnapshot;
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(250);
 pub enum WatchError {
     #[error("cannot install the SIGHUP handler: {0}")]
     Signal(std::io::Error),
+    #[error("cannot install the SIGUSR1 handler: {0}")]
+    Reopen(std::io::Error),
     #[error("cannot watch {path} for changes: {source}")]
     Notify { path: String, source: notify::Error },
 }
@@ -37,6 +41,28 @@ pub fn reload_on_sighup(
             }
             info!("SIGHUP: reloading the config");
             reloader.reload(Trigger::Signal).await;
+        }
+    });
+    Ok(())
+}
+
+/// Reopens the serving access log file at its path on every SIGUSR1 until `stop`; no reload.
+pub fn reopen_access_log_on_sigusr1(
+    runtime: SharedSnapshot,
+    stop: CancellationToken,
+) -> Result<(), WatchError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut usr1 = signal(SignalKind::user_defined1()).map_err(WatchError::Reopen)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = usr1.recv() => if got.is_none() { return },
+                _ = stop.cancelled() => return,
+            }
+            if let Some(log) = &runtime.load().access_log {
+                info!("SIGUSR1: reopening the access log");
+                log.reopen();
+            }
         }
     });
     Ok(())

@@ -1,0 +1,99 @@
+//! `promtool check metrics` finds nothing in `/metrics` of the demo (simulated site, every role
+//! on) after a proxied request, a WebSocket, a refused request, a load balancing module call and
+//! a license monitor run (PRODUCT.md §5.1).
+//! promtool comes with the Debian package `prometheus`; `.ci/run` installs it.
+
+mod support;
+
+use futures_util::StreamExt;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use support::{raw, within};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+fn promtool_check(exposition: &str) -> (bool, String) {
+    let child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "promtool is not installed; this test needs it. Install it with \
+             `sudo apt-get install -y --no-install-recommends prometheus` (Debian/Ubuntu), \
+             or put promtool from https://prometheus.io/download/ on the PATH"
+        ),
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn promtool_finds_nothing_in_the_metrics_after_traffic() {
+    let args = qlik_lb::demo::DemoArgs {
+        frontdoor: "127.0.0.1:0".into(),
+        lb_module: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+    };
+    let demo = qlik_lb::demo::Demo::start(&args)
+        .await
+        .expect("demo starts");
+    let text = within(60, async {
+        let front = demo.instance.frontend_addr("public").unwrap();
+        assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);
+        let req = format!("ws://{front}/app/{}", qlik_lb::demo::DEMO_APP)
+            .into_client_request()
+            .unwrap();
+        let tcp = TcpStream::connect(front).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+        assert!(ws.next().await.unwrap().unwrap().is_text(), "OnConnected");
+        let mut bad = TcpStream::connect(front).await.unwrap();
+        let mut buf = Vec::new();
+        let junk = raw::exchange(&mut bad, &mut buf, b"NOT HTTP AT ALL\r\n\r\n").await;
+        assert_eq!(junk.status, 400);
+        let lbm = demo.instance.lb_module.expect("LB module listening");
+        let body = r#"{"AppName":"a","QlikSenseEngines":["wss://127.0.0.1:1"]}"#;
+        let req = format!(
+            "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(lbm).await.unwrap();
+        buf.clear();
+        assert_eq!(raw::exchange(&mut s, &mut buf, req.as_bytes()).await.status, 200);
+        let admin = demo.instance.admin_addr().unwrap();
+        loop {
+            let text = raw::get(admin, "/metrics", &[]).await.text();
+            // The monitor's run at start against the simulated QRS, and a health poll.
+            let ready = text.contains(r#"qlb_job_runs_total{job="license_monitor",result="ok"} 1"#)
+                && text.contains("qlb_license_entitled{")
+                && text.contains("qlb_engine_cpu_percent{");
+            if ready {
+                drop(ws);
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    demo.shutdown().await;
+    let (ok, problems) = promtool_check(&text);
+    assert!(
+        ok && problems.trim().is_empty(),
+        "promtool check metrics:\n{problems}"
+    );
+}
