@@ -106,3 +106,26 @@ name = "proxies"
     );
     assert_eq!(text.lines().last(), Some("ok"), "{text}");
 }
+
+/// Every ```toml block of the README is a config `check` accepts (files it names may be absent).
+#[test]
+fn every_config_in_the_readme_checks_ok() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().unwrap())
+        .collect();
+    assert!(!blocks.is_empty(), "the README shows a config");
+    for (i, block) in blocks.iter().enumerate() {
+        let path = dir.path().join(format!("readme-{i}.toml"));
+        std::fs::write(&path, block).unwrap();
+        let (code, text) = qlik_lb(&["check", path.to_str().unwrap()]);
+        assert_eq!(code, 0, "README block {i}:\n{block}\n{text}");
+        for line in text.lines().filter(|l| l.starts_with("warning: ")) {
+            assert!(line.contains("does not exist"), "README block {i}: {line}");
+        }
+    }
+}
