@@ -2,6 +2,7 @@
 //! defaults, validate, and report every error with its key path and line.
 
 pub mod admin_token;
+pub mod cluster;
 pub mod duration;
 pub mod locate;
 pub mod parsed;
@@ -10,6 +11,7 @@ pub mod types;
 pub mod url;
 mod validate;
 
+pub use cluster::{ClusterConfig, ClusterTls};
 pub use duration::Dur;
 pub use parsed::Parsed;
 pub use types::*;

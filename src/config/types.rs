@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub qrs: Option<QrsConfig>,
     #[serde(default)]
     pub license: Option<LicenseConfig>,
+    #[serde(default)]
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 impl FileConfig {

@@ -3,6 +3,8 @@
 
 use super::locate::{path_text, Locator, Seg};
 use super::types::*;
+
+mod cluster;
 use super::url::BackendUrl;
 use super::ConfigError;
 use std::collections::HashSet;
@@ -169,6 +171,9 @@ pub fn validate(
     }
     if let Some(license) = &file.license {
         check_license(&mut r, file, license);
+    }
+    if let Some(c) = &file.cluster {
+        cluster::check_cluster(&mut r, c, dir);
     }
     (r.errors, r.missing_files)
 }

@@ -1,0 +1,142 @@
+//! A real etcd (Debian's `etcd-server`) for the cluster tests: on 127.0.0.1 with free ports and a
+//! temporary data folder, stopped by its PID when dropped. `stop` and `start_again` keep the
+//! folder and the ports, for "etcd down, then back" tests.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client: SocketAddr,
+    peer: SocketAddr,
+}
+
+/// Two ports free right now. Another process may take them before etcd binds them; `start`
+/// retries with new ones when etcd does not come up.
+fn free_ports() -> (SocketAddr, SocketAddr) {
+    let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    (
+        a.local_addr().expect("addr"),
+        b.local_addr().expect("addr"),
+    )
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let mut dir = tempfile::tempdir().expect("a temporary data folder");
+        for _ in 0..5 {
+            let (client, peer) = free_ports();
+            let mut etcd = Etcd {
+                child: None,
+                dir,
+                client,
+                peer,
+            };
+            if etcd.spawn() {
+                return etcd;
+            }
+            etcd.kill();
+            dir = tempfile::tempdir().expect("a temporary data folder");
+        }
+        panic!("etcd did not start on free ports in five tries (is `etcd` installed? Debian: etcd-server)");
+    }
+
+    /// The endpoint for `[cluster] etcd`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.client)
+    }
+
+    /// Stops etcd (SIGKILL: like a crash or a cut network); its data stays.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts etcd again on the same data folder and ports.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "etcd is still running");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.spawn() {
+            self.kill();
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not come back on {}",
+                self.client
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the process and waits until it answers; false when it exits or stays silent.
+    fn spawn(&mut self) -> bool {
+        let client = format!("http://{}", self.client);
+        let peer = format!("http://{}", self.peer);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new("etcd")
+            .arg("--name=test")
+            .arg(format!("--data-dir={}", self.data().display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg("--logger=zap")
+            .arg("--log-level=error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run etcd (Debian package etcd-server)");
+        self.child = Some(child);
+        self.wait_until_answering(Duration::from_secs(15))
+    }
+
+    /// Polls `/health` on the client port until it says healthy.
+    fn wait_until_answering(&mut self, limit: Duration) -> bool {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return false;
+                }
+            }
+            if let Ok(mut s) = TcpStream::connect_timeout(&self.client, Duration::from_millis(200)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n");
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                if answer.contains("\"health\":\"true\"") {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What etcd wrote to stderr, for failing tests.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
