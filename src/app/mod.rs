@@ -112,14 +112,7 @@ impl Instance {
             background.clone(),
         );
         let view = control.clone();
-        let _ = admin_ctx.license_status.set(Arc::new(move || {
-            let v = view.view();
-            serde_json::json!({
-                "license": v.license,
-                "license_error": v.license_error,
-                "release": v.last_release,
-            })
-        }));
+        let _ = admin_ctx.license_status.set(Arc::new(move || view.json()));
         let grace = cfg
             .file
             .admin

@@ -124,6 +124,7 @@ impl Site {
             metrics: &self.metrics,
             now,
             dry_run,
+            fence: &qlik_lb::control::NoFence,
         };
         tokio::time::timeout(TEST_TIMEOUT, run.run())
             .await
