@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod conn_limit;
 pub mod control;

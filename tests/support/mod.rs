@@ -5,7 +5,9 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod cluster;
 pub mod door;
+pub mod etcd;
 pub mod raw;
 pub mod recording;
 pub mod scripted;
