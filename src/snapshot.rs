@@ -2,7 +2,7 @@
 //! that outlives snapshots: metrics, the backend registry, learned Qlik sessions.
 
 use crate::balance::health::CheckTargets;
-use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
+use crate::balance::learned::{LearnedSessions, OnPoolLearned, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::spec::backend_specs;
 use crate::balance::{Pool, Registry};
 use crate::config::{Config, ConfigError, ConfigErrors, FrontendConfig};
@@ -19,7 +19,7 @@ pub struct Shared {
     pub registry: Registry,
     learned: Mutex<HashMap<String, Arc<LearnedSessions>>>,
     /// Told of entries learned in any pool: (pool, session, backend). Set in a cluster.
-    on_learned: std::sync::OnceLock<Arc<dyn Fn(&str, &str, &str) + Send + Sync>>,
+    on_learned: std::sync::OnceLock<OnPoolLearned>,
     /// Open client connections per frontend name, across reloads and re-bound listeners.
     conn_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     /// Ticks after each reload is swapped in; the license jobs plan again on it.
@@ -85,7 +85,7 @@ impl Shared {
     }
 
     /// Every learned table, now and for pools a reload adds, tells `hook` what it learns.
-    pub fn on_learned(&self, hook: Arc<dyn Fn(&str, &str, &str) + Send + Sync>) {
+    pub fn on_learned(&self, hook: OnPoolLearned) {
         let tables = self.learned.lock().expect("learned table lock");
         if self.on_learned.set(hook.clone()).is_ok() {
             for (pool, table) in tables.iter() {
@@ -108,11 +108,7 @@ impl Shared {
     }
 }
 
-fn attach(
-    table: &LearnedSessions,
-    pool: &str,
-    hook: &Arc<dyn Fn(&str, &str, &str) + Send + Sync>,
-) {
+fn attach(table: &LearnedSessions, pool: &str, hook: &OnPoolLearned) {
     let (pool, hook) = (pool.to_string(), hook.clone());
     table.on_learned(Arc::new(move |session: &str, backend: &str| {
         hook(&pool, session, backend)

@@ -21,7 +21,10 @@ struct Site {
 }
 
 async fn site(etcd: &Etcd) -> Site {
-    let backends = vec![TestBackend::start("n1").await, TestBackend::start("n2").await];
+    let backends = vec![
+        TestBackend::start("n1").await,
+        TestBackend::start("n2").await,
+    ];
     let pairs: Vec<(&str, String)> = backends
         .iter()
         .map(|b| (b.id.as_str(), b.addr_string()))
@@ -125,12 +128,26 @@ async fn a_session_learned_on_one_instance_routes_on_the_others() {
         let deadline = tokio::time::Instant::now() + SITE_WIDE;
         // The first requests may come before the watch delivered the entry; they count as misses.
         while support::metric(other.instance(), learned).await < 1.0 {
-            assert!(tokio::time::Instant::now() < deadline, "{}: not shared", other.name);
-            raw::get(front, "/hub", &[("Cookie", "X-Qlik-Session=0f0e-guid-shared")]).await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: not shared",
+                other.name
+            );
+            raw::get(
+                front,
+                "/hub",
+                &[("Cookie", "X-Qlik-Session=0f0e-guid-shared")],
+            )
+            .await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         for _ in 0..6 {
-            let r = raw::get(front, "/hub", &[("Cookie", "X-Qlik-Session=0f0e-guid-shared")]).await;
+            let r = raw::get(
+                front,
+                "/hub",
+                &[("Cookie", "X-Qlik-Session=0f0e-guid-shared")],
+            )
+            .await;
             assert_eq!(r.header("x-backend"), Some(node.as_str()), "{}", other.name);
         }
     }
@@ -176,7 +193,10 @@ async fn with_etcd_down_requests_flow_drains_answer_503_and_all_resumes_when_it_
         .await;
     assert_eq!(refused.status, 503, "{}", refused.text());
     assert!(refused.json()["error"].as_str().unwrap().contains("etcd"));
-    assert!(!draining(&s.nodes[1], "n2"), "a refused drain changes nothing");
+    assert!(
+        !draining(&s.nodes[1], "n2"),
+        "a refused drain changes nothing"
+    );
     let refused = s.nodes[2]
         .post("/api/v1/pools/proxies/backends/n1/undrain")
         .await;
@@ -184,12 +204,16 @@ async fn with_etcd_down_requests_flow_drains_answer_503_and_all_resumes_when_it_
     assert!(draining(&s.nodes[2], "n1"));
 
     etcd.start_again();
-    until(Duration::from_secs(15), "one leader again, everyone connected", || {
-        leaders(&s.nodes).len() == 1
-            && s.nodes
-                .iter()
-                .all(|n| n.view().connected && n.view().members.len() == 3)
-    })
+    until(
+        Duration::from_secs(15),
+        "one leader again, everyone connected",
+        || {
+            leaders(&s.nodes).len() == 1
+                && s.nodes
+                    .iter()
+                    .all(|n| n.view().connected && n.view().members.len() == 3)
+        },
+    )
     .await;
     for node in &s.nodes {
         assert!(draining(node, "n1"), "{}: the drain held", node.name);

@@ -81,10 +81,14 @@ async fn the_leader_alone_runs_the_jobs_and_a_new_leader_takes_them_over() {
     let site = site(empty()).await;
     let ids = old_allocations(&site.qrs, 3);
     let mut nodes = nodes(&site, &etcd).await;
-    until(Duration::from_secs(10), "one leader with a release run", || {
-        let l = leaders(&nodes);
-        l.len() == 1 && nodes.iter().any(|n| n.name == l[0] && ran_release(n))
-    })
+    until(
+        Duration::from_secs(10),
+        "one leader with a release run",
+        || {
+            let l = leaders(&nodes);
+            l.len() == 1 && nodes.iter().any(|n| n.name == l[0] && ran_release(n))
+        },
+    )
     .await;
     let leader = leaders(&nodes)[0].clone();
     let lead = nodes.iter().find(|n| n.name == leader).unwrap();
@@ -104,7 +108,11 @@ async fn the_leader_alone_runs_the_jobs_and_a_new_leader_takes_them_over() {
         .await;
         let st = n.status().await;
         assert_eq!(st["release"]["run_id"], run.run_id.as_str(), "{}", n.name);
-        assert!(!st["license"].is_null(), "{}: the leader's snapshot", n.name);
+        assert!(
+            !st["license"].is_null(),
+            "{}: the leader's snapshot",
+            n.name
+        );
         let metrics = n.metrics().await;
         assert!(series(&metrics, "qlb_license_").is_empty(), "{}", n.name);
         assert!(series(&metrics, "qlb_job_").is_empty(), "{}", n.name);
@@ -150,9 +158,11 @@ async fn a_leader_cut_from_etcd_mid_run_sends_no_further_delete() {
         );
         nodes.push(Node::start(name, &dir, &text).await);
     }
-    until(Duration::from_secs(10), "a run stopped by the fence", || {
-        nodes.iter().any(ran_release)
-    })
+    until(
+        Duration::from_secs(10),
+        "a run stopped by the fence",
+        || nodes.iter().any(ran_release),
+    )
     .await;
     let cut_leader = nodes.iter().find(|n| ran_release(n)).unwrap();
     let run = cut_leader
@@ -174,9 +184,11 @@ async fn a_leader_cut_from_etcd_mid_run_sends_no_further_delete() {
     assert_eq!(lost, 4, "{audit_lines:#?}");
 
     // While etcd is down no one leads and nothing more is sent.
-    until(Duration::from_secs(3), "no leader while etcd is down", || {
-        leaders(&nodes).is_empty()
-    })
+    until(
+        Duration::from_secs(3),
+        "no leader while etcd is down",
+        || leaders(&nodes).is_empty(),
+    )
     .await;
     assert_eq!(site.qrs.method_count("DELETE"), 1);
 

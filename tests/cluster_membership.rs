@@ -4,9 +4,9 @@
 
 mod support;
 
+use std::time::Duration;
 use support::cluster::{cluster_section, leaders, until, Node};
 use support::etcd::Etcd;
-use std::time::Duration;
 
 const ADMIN_ONLY: &str = "[admin]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n";
 
@@ -25,16 +25,25 @@ async fn three_members_one_leader_and_a_failover_when_the_leader_leaves() {
     let root = tempfile::tempdir().unwrap();
     let mut nodes = three(&etcd, root.path()).await;
 
-    until(Duration::from_secs(10), "three members and one leader seen by all", || {
-        nodes.iter().all(|n| {
-            let v = n.view();
-            v.connected && v.members.len() == 3 && v.leader.is_some()
-        }) && leaders(&nodes).len() == 1
-    })
+    until(
+        Duration::from_secs(10),
+        "three members and one leader seen by all",
+        || {
+            nodes.iter().all(|n| {
+                let v = n.view();
+                v.connected && v.members.len() == 3 && v.leader.is_some()
+            }) && leaders(&nodes).len() == 1
+        },
+    )
     .await;
     let leader = leaders(&nodes)[0].clone();
     for n in &nodes {
-        assert_eq!(n.view().leader.as_deref(), Some(leader.as_str()), "{}", n.name);
+        assert_eq!(
+            n.view().leader.as_deref(),
+            Some(leader.as_str()),
+            "{}",
+            n.name
+        );
     }
 
     // The status API and the metrics say the same.
@@ -48,7 +57,10 @@ async fn three_members_one_leader_and_a_failover_when_the_leader_leaves() {
         assert_eq!(members.len(), 3);
         for m in members {
             assert_eq!(m["leader"], m["name"] == leader.as_str(), "{m}");
-            assert!(m["admin"].as_str().unwrap().starts_with("127.0.0.1:"), "{m}");
+            assert!(
+                m["admin"].as_str().unwrap().starts_with("127.0.0.1:"),
+                "{m}"
+            );
             assert_eq!(m["version"], env!("CARGO_PKG_VERSION"));
         }
         let metrics = n.metrics().await;

@@ -9,11 +9,11 @@ mod shutdown;
 pub use commands::{check, instance_runtime, run_from_file, wait_for_stop_signal};
 
 use crate::admin::AdminCtx;
-use crate::config::Config;
 use crate::cluster::Cluster;
+use crate::config::Config;
 use crate::control::jobs::{spawn_led_jobs, ConfigFeed};
-use crate::control::{Alone, Leadership};
 use crate::control::LicenseStatus;
+use crate::control::{Alone, Leadership};
 use crate::metrics::Metrics;
 use crate::proxy::{Lifecycle, ProxyCtx};
 use crate::reload::triggers::{self, WatchError};

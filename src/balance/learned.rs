@@ -15,6 +15,9 @@ pub const DEFAULT_CAPACITY: usize = 200_000;
 /// block: it runs on the request path.
 pub type OnLearned = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
+/// The same for every pool's table: (pool, session, backend).
+pub type OnPoolLearned = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
 pub struct LearnedSessions {
     idle: Duration,
     capacity: usize,

@@ -15,7 +15,12 @@ use tokio::time::Instant;
 
 /// Takes the leader key when it is free; adopts or drops the term after the leader key changed.
 pub(super) async fn campaign(core: &Core, client: &mut Client, lease: i64) -> Result<(), String> {
-    let current = core.mirror.lock().expect("cluster mirror lock").leader.clone();
+    let current = core
+        .mirror
+        .lock()
+        .expect("cluster mirror lock")
+        .leader
+        .clone();
     let term = match current {
         Some(l) if l.lease == lease => Some(Term {
             create_revision: l.create_revision,

@@ -56,7 +56,10 @@ async fn publish(core: &Core, status: &LicenseStatus) {
             "snapshot",
             (!own["license"].is_null() || !own["license_error"].is_null()).then_some(snapshot),
         ),
-        ("release", Some(own["release"].clone()).filter(|r| !r.is_null())),
+        (
+            "release",
+            Some(own["release"].clone()).filter(|r| !r.is_null()),
+        ),
     ];
     for (part, value) in parts {
         let Some(value) = value else { continue };

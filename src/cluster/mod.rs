@@ -187,11 +187,7 @@ impl Cluster {
         });
         let stop = CancellationToken::new();
         let mut first = core.view.subscribe();
-        let task = tokio::spawn(session::keep_session(
-            core.clone(),
-            connector,
-            stop.clone(),
-        ));
+        let task = tokio::spawn(session::keep_session(core.clone(), connector, stop.clone()));
         license::spawn(core.clone(), s.license, stop.clone());
         let sessions = core
             .cfg

@@ -53,9 +53,12 @@ async fn session(
     }
     let ttl = core.ttl();
     let granted_at = Instant::now();
-    let lease = call("lease grant", client.lease_grant(ttl.as_secs() as i64, None))
-        .await?
-        .id();
+    let lease = call(
+        "lease grant",
+        client.lease_grant(ttl.as_secs() as i64, None),
+    )
+    .await?
+    .id();
     *stale_lease = Some(lease);
     let member = serde_json::to_string(&core.me).expect("member value serializes");
     let name = core.cfg.name.clone();

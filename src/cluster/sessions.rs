@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Called by a local learned table for each new entry: (pool, session, backend).
-pub type LearnedPublisher = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+pub type LearnedPublisher = crate::balance::learned::OnPoolLearned;
 
 const QUEUE: usize = 4096;
 /// Entries published within this window share one lease: they live in etcd between the idle

@@ -19,10 +19,7 @@ pub struct Etcd {
 fn free_ports() -> (SocketAddr, SocketAddr) {
     let a = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let b = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    (
-        a.local_addr().expect("addr"),
-        b.local_addr().expect("addr"),
-    )
+    (a.local_addr().expect("addr"), b.local_addr().expect("addr"))
 }
 
 impl Etcd {
@@ -108,9 +105,11 @@ impl Etcd {
                     return false;
                 }
             }
-            if let Ok(mut s) = TcpStream::connect_timeout(&self.client, Duration::from_millis(200)) {
+            if let Ok(mut s) = TcpStream::connect_timeout(&self.client, Duration::from_millis(200))
+            {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-                let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n");
+                let _ =
+                    s.write_all(b"GET /health HTTP/1.1\r\nHost: etcd\r\nConnection: close\r\n\r\n");
                 let mut answer = String::new();
                 let _ = s.read_to_string(&mut answer);
                 if answer.contains("\"health\":\"true\"") {
