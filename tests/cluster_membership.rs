@@ -74,6 +74,10 @@ async fn three_members_one_leader_and_a_failover_when_the_leader_leaves() {
         );
     }
 
+    // The status page renders the cluster object of the status (members, the leader).
+    let page = support::raw::get(nodes[0].admin(), "/", &[]).await.text();
+    assert!(page.contains("cluster(s.cluster)") && page.contains("m.leader"));
+
     // The leader leaves: another leads within lease_ttl (2 s) and a few seconds.
     let gone = nodes.iter().position(|n| n.name == leader).unwrap();
     nodes[gone].shutdown().await;
