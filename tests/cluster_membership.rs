@@ -101,4 +101,16 @@ async fn without_cluster_the_status_has_no_cluster_and_the_gauges_read_zero() {
     let metrics = node.metrics().await;
     assert!(metrics.contains("qlb_cluster_connected 0"));
     assert!(metrics.contains("qlb_cluster_members 0"));
+
+    // [cluster] belongs to the process: a reload that adds (or changes) it is refused whole.
+    let with_cluster = format!(
+        "{ADMIN_ONLY}{}",
+        cluster_section("http://127.0.0.1:1", "alone")
+    );
+    std::fs::write(node.config_path(), with_cluster).unwrap();
+    let reply = node.post("/api/v1/reload").await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    let errors = &reply.json()["reload"]["errors"];
+    assert_eq!(errors[0]["key"], "cluster", "{errors}");
+    assert!(node.status().await["cluster"].is_null());
 }
