@@ -93,6 +93,34 @@ async fn three_members_one_leader_and_a_failover_when_the_leader_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_vanishes_without_a_word_is_replaced_once_its_lease_lapses() {
+    let etcd = Etcd::start();
+    let root = tempfile::tempdir().unwrap();
+    let nodes = three(&etcd, root.path()).await;
+    until(Duration::from_secs(10), "one leader", || {
+        leaders(&nodes).len() == 1 && nodes.iter().all(|n| n.view().members.len() == 3)
+    })
+    .await;
+    let leader = leaders(&nodes)[0].clone();
+    let crashed = nodes.iter().find(|n| n.name == leader).unwrap();
+    crashed.instance().cluster.as_ref().unwrap().abandon().await;
+    assert!(!crashed.view().connected);
+    // lease_ttl is 2 s; the others campaign as soon as etcd expires the lease.
+    until(
+        Duration::from_secs(6),
+        "another leader, two members",
+        || {
+            let others: Vec<&Node> = nodes.iter().filter(|n| n.name != leader).collect();
+            others.iter().all(|n| {
+                let v = n.view();
+                v.members.len() == 2 && v.leader.as_deref().is_some_and(|l| l != leader)
+            }) && leaders(&nodes).len() == 1
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_cluster_the_status_has_no_cluster_and_the_gauges_read_zero() {
     let root = tempfile::tempdir().unwrap();
     let node = Node::start("alone", &root.path().join("alone"), ADMIN_ONLY).await;

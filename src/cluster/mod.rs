@@ -236,6 +236,20 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Drops out without a word to etcd: the lease is not revoked, so the others see this
+    /// instance go only when its lease lapses — what a crash or a cut network looks like.
+    pub async fn abandon(&self) {
+        let task = self.session.lock().expect("cluster task lock").take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.stop.cancel();
+        self.core.disconnected();
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop.cancel();
