@@ -91,13 +91,10 @@ async fn a_drain_reaches_every_instance_survives_a_restart_and_an_undrain_elsewh
         );
     }
 
-    // A restarted instance reads the drain at start.
+    // A restarted instance reads the drains before its start returns.
     s.nodes[2].shutdown().await;
     s.nodes[2].start_again().await;
-    until(SITE_WIDE, "n1 draining after a restart", || {
-        draining(&s.nodes[2], "n1")
-    })
-    .await;
+    assert!(draining(&s.nodes[2], "n1"), "drained from the start");
     let st = s.nodes[2].status().await;
     let n1 = &st["pools"][0]["backends"][0];
     assert_eq!(n1["state"], "draining", "{st}");
@@ -219,4 +216,47 @@ async fn with_etcd_down_requests_flow_drains_answer_503_and_all_resumes_when_it_
         assert!(draining(node, "n1"), "{}: the drain held", node.name);
         assert!(!draining(node, "n2"), "{}", node.name);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starting_reads_every_shared_session_past_one_page() {
+    let etcd = Etcd::start();
+    let client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    // More keys than one page of the start's read (2000), written as other instances would.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..10 {
+        let mut c = client.clone();
+        writers.spawn(async move {
+            for i in (w * 250)..(w * 250 + 250) {
+                c.put(format!("/test/sessions/proxies/s{i:04}"), "n2", None)
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    let b1 = TestBackend::start("n1").await;
+    let b2 = TestBackend::start("n2").await;
+    let pairs = [("n1", b1.addr_string()), ("n2", b2.addr_string())];
+    let root = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}{}",
+        frontdoor_config(&pairs, "", ""),
+        cluster_section(&etcd.endpoint(), "lb-a")
+    );
+    let node = Node::start("lb-a", &root.path().join("lb-a"), &text).await;
+    let front = node.instance().frontend_addr("public").unwrap();
+    for session in ["s0000", "s1999", "s2000", "s2499"] {
+        for _ in 0..3 {
+            let cookie = format!("X-Qlik-Session={session}");
+            let r = raw::get(front, "/hub", &[("Cookie", cookie.as_str())]).await;
+            assert_eq!(r.header("x-backend"), Some("n2"), "{session}");
+        }
+    }
+    let learned = "qlb_sticky_decisions_total{outcome=\"learned\",pool=\"proxies\"}";
+    assert_eq!(support::metric(node.instance(), learned).await, 12.0);
 }

@@ -36,6 +36,8 @@ pub(super) async fn join(
     if let Some(publisher) = cluster.learned_publisher() {
         shared.on_learned(publisher);
     }
+    // The site's drains as read at start hold from here, not from the follower's first turn.
+    apply(runtime, &cluster.drains().borrow());
     spawn_drain_follower(runtime.clone(), shared, &cluster, background.clone());
     Ok(Some(cluster))
 }

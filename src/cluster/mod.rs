@@ -15,6 +15,7 @@ mod leadership;
 mod license;
 mod membership;
 mod mirror;
+mod read;
 mod session;
 mod sessions;
 

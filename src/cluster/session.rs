@@ -5,8 +5,9 @@
 use super::connect::{call, Connector};
 use super::leadership::campaign;
 use super::mirror::{Change, Touched};
+use super::read::read_prefix;
 use super::{Core, Live};
-use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{EventType, PutOptions, WatchOptions};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,12 +74,7 @@ async fn session(
     .await?;
     let (mut keeper, mut renewals) = call("keepalive", client.lease_keep_alive(lease)).await?;
     let prefix = core.keys.prefix().to_string();
-    let all = call(
-        "read",
-        client.get(prefix.clone(), Some(GetOptions::new().with_prefix())),
-    )
-    .await?;
-    let revision = all.header().map_or(0, |h| h.revision());
+    let (revision, all) = read_prefix(&mut client, &prefix).await?;
     let mut watch = call(
         "watch",
         client.watch(
@@ -95,7 +91,7 @@ async fn session(
     {
         let mut mirror = core.mirror.lock().expect("cluster mirror lock");
         mirror.reset(&mut touched);
-        for kv in all.kvs() {
+        for kv in &all {
             let (Ok(key), value) = (kv.key_str(), kv.value_str().ok()) else {
                 continue;
             };
@@ -108,6 +104,8 @@ async fn session(
             mirror.apply(&core.keys, change, &mut touched);
         }
     }
+    // Drains and sessions are in place before anyone reads `connected`.
+    publish(core, touched);
     core.with_live(|l| {
         *l = Some(Live {
             client: client.clone(),
@@ -116,7 +114,6 @@ async fn session(
             renewed_at: granted_at,
         })
     });
-    publish(core, touched);
     campaign(core, &mut client, lease).await?;
     tracing::info!(name = %name, lease, "cluster: joined");
 
@@ -206,8 +203,10 @@ fn publish(core: &Core, touched: Touched) {
     if let Some(l) = license {
         core.license.send_replace(l);
     }
-    for (pool, session, backend) in &touched.sessions {
-        (core.learned_elsewhere)(pool, session, backend);
+    if core.cfg.share_learned_sessions {
+        for (pool, session, backend) in &touched.sessions {
+            (core.learned_elsewhere)(pool, session, backend);
+        }
     }
     if touched.view {
         core.publish_view();
