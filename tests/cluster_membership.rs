@@ -142,3 +142,30 @@ async fn without_cluster_the_status_has_no_cluster_and_the_gauges_read_zero() {
     assert_eq!(errors[0]["key"], "cluster", "{errors}");
     assert!(node.status().await["cluster"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_client_certificate() {
+    let certs = qlik_lb::sim::certs::SimCerts::generate().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let cert_dir = root.path().join("etcd-certs");
+    certs.write_to(&cert_dir).unwrap();
+    let etcd = Etcd::start_tls(&cert_dir);
+    let tls = format!(
+        "tls = {{ ca = \"{0}/root.pem\", cert = \"{0}/client.pem\", key = \"{0}/client_key.pem\" }}\n",
+        cert_dir.display()
+    );
+    let text = format!(
+        "{ADMIN_ONLY}{}{tls}",
+        cluster_section(&etcd.endpoint(), "lb-tls")
+    );
+    let node = Node::start("lb-tls", &root.path().join("lb-tls"), &text).await;
+    until(
+        Duration::from_secs(10),
+        "connected over TLS and leading",
+        || {
+            let v = node.view();
+            v.connected && v.leader.as_deref() == Some("lb-tls")
+        },
+    )
+    .await;
+}
