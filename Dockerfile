@@ -1,6 +1,10 @@
 # qlik-lb: build with the Rust toolchain, run on a slim Debian with only the binary.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# etcd-client (the [cluster] store) generates its gRPC code with protoc at build time.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler libprotobuf-dev \
+    && rm -rf /var/lib/apt/lists/*
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cargo.toml names the benches; cargo refuses a manifest whose targets are missing.

@@ -13,6 +13,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod cluster;
 pub mod config;
 pub mod conn_limit;
 pub mod control;

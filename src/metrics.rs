@@ -47,6 +47,39 @@ pub struct Metrics {
     pub tls_certificate_expiry_timestamp_seconds: GaugeVec,
     pub access_log_dropped_total: IntCounter,
     pub build_info: IntGauge,
+    pub cluster: ClusterGauges,
+}
+
+/// `qlb_cluster_*`: this instance's view of the cluster (all 0 without `[cluster]`).
+#[derive(Clone)]
+pub struct ClusterGauges {
+    pub connected: IntGauge,
+    pub leader: IntGauge,
+    pub members: IntGauge,
+}
+
+impl ClusterGauges {
+    fn new(r: &Registry) -> ClusterGauges {
+        let g = |name: &str, help: &str| {
+            let m = IntGauge::new(name, help).expect("valid metric");
+            r.register(Box::new(m.clone())).expect("unique metric");
+            m
+        };
+        ClusterGauges {
+            connected: g(
+                "qlb_cluster_connected",
+                "1 while this instance holds a live session with etcd.",
+            ),
+            leader: g(
+                "qlb_cluster_leader",
+                "1 while this instance is the cluster leader (runs the license jobs).",
+            ),
+            members: g(
+                "qlb_cluster_members",
+                "Instances this one sees in the cluster, itself included.",
+            ),
+        }
+    }
 }
 
 const POOL_BACKEND: &[&str] = &["pool", "backend"];
@@ -309,8 +342,29 @@ impl Metrics {
             ),
             access_log_dropped_total,
             build_info,
+            cluster: ClusterGauges::new(r),
             registry,
         }
+    }
+
+    /// Drops every `qlb_license_*` and `qlb_job_*` series: a follower exports none, so the
+    /// site's license numbers come from the leader alone.
+    pub fn clear_control_plane_series(&self) {
+        for m in [
+            &self.license_entitled,
+            &self.license_allocated,
+            &self.license_used,
+            &self.license_available,
+            &self.license_quarantined,
+            &self.license_excess,
+            &self.license_analyzer_capacity_seconds,
+        ] {
+            m.reset();
+        }
+        self.license_tokens.reset();
+        self.license_release_decisions_total.reset();
+        self.job_runs_total.reset();
+        self.job_last_success_timestamp_seconds.reset();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -3,7 +3,7 @@
 
 use crate::access_log::AccessLog;
 use crate::balance::health::CheckTargets;
-use crate::balance::learned::{LearnedSessions, DEFAULT_CAPACITY, DEFAULT_IDLE};
+use crate::balance::learned::{LearnedSessions, OnPoolLearned, DEFAULT_CAPACITY, DEFAULT_IDLE};
 use crate::balance::spec::backend_specs;
 use crate::balance::{Pool, Registry};
 use crate::config::url::BackendUrl;
@@ -22,6 +22,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
     learned: Mutex<HashMap<String, Arc<LearnedSessions>>>,
+    /// Told of entries learned in any pool: (pool, session, backend). Set in a cluster.
+    on_learned: std::sync::OnceLock<OnPoolLearned>,
     /// Open client connections per frontend name, across reloads and re-bound listeners.
     conn_limits: Mutex<HashMap<String, Arc<ConnLimit>>>,
     /// Ticks after each reload is swapped in; the license jobs plan again on it.
@@ -34,6 +36,7 @@ impl Shared {
             registry: Registry::new(metrics.clone()),
             metrics,
             learned: Mutex::new(HashMap::new()),
+            on_learned: std::sync::OnceLock::new(),
             conn_limits: Mutex::new(HashMap::new()),
             config_changes: tokio::sync::watch::Sender::new(0),
         })
@@ -75,9 +78,45 @@ impl Shared {
             .lock()
             .expect("learned table lock")
             .entry(pool.to_string())
-            .or_insert_with(|| Arc::new(LearnedSessions::new(DEFAULT_IDLE, DEFAULT_CAPACITY)))
+            .or_insert_with(|| {
+                let table = Arc::new(LearnedSessions::new(DEFAULT_IDLE, DEFAULT_CAPACITY));
+                if let Some(hook) = self.on_learned.get() {
+                    attach(&table, pool, hook);
+                }
+                table
+            })
             .clone()
     }
+
+    /// Every learned table, now and for pools a reload adds, tells `hook` what it learns.
+    pub fn on_learned(&self, hook: OnPoolLearned) {
+        let tables = self.learned.lock().expect("learned table lock");
+        if self.on_learned.set(hook.clone()).is_ok() {
+            for (pool, table) in tables.iter() {
+                attach(table, pool, &hook);
+            }
+        }
+    }
+
+    /// An entry another instance learned, for this pool's table (when the pool exists here).
+    pub fn learned_elsewhere(&self, pool: &str, session: &str, backend: &str) {
+        let table = self
+            .learned
+            .lock()
+            .expect("learned table lock")
+            .get(pool)
+            .cloned();
+        if let Some(table) = table {
+            table.learn_elsewhere(session, backend);
+        }
+    }
+}
+
+fn attach(table: &LearnedSessions, pool: &str, hook: &OnPoolLearned) {
+    let (pool, hook) = (pool.to_string(), hook.clone());
+    table.on_learned(Arc::new(move |session: &str, backend: &str| {
+        hook(&pool, session, backend)
+    }));
 }
 
 /// A TLS frontend's server config and the resolver behind it, whose certificates the file

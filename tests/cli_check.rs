@@ -129,3 +129,33 @@ fn every_config_in_the_readme_checks_ok() {
         }
     }
 }
+
+#[test]
+fn the_reference_cluster_section_uncommented_checks_ok_and_bad_values_name_their_keys() {
+    let reference =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/qlik-lb.toml"))
+            .unwrap();
+    let on = reference
+        .replace("# [cluster]", "[cluster]")
+        .replace("# etcd = [", "etcd = [");
+    assert!(
+        on.contains("\n[cluster]"),
+        "the reference documents [cluster]"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.toml");
+    std::fs::write(&path, &on).unwrap();
+    let (code, text) = qlik_lb(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+
+    let bad = on.replace(
+        "etcd = [\"http://127.0.0.1:2379\"]",
+        "etcd = [\"127.0.0.1:2379\"]\nlease_ttl = \"1s\"\nprefix = \"qlik\"",
+    );
+    std::fs::write(&path, bad).unwrap();
+    let (code, text) = qlik_lb(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    for key in ["cluster.etcd:", "cluster.lease_ttl:", "cluster.prefix:"] {
+        assert!(text.contains(key), "{key} in {text}");
+    }
+}

@@ -727,3 +727,73 @@ async fn a_run_over_a_realistic_site_keeps_every_rule() {
     .await
     .unwrap();
 }
+
+/// A fence that holds for the first `holds` checks only.
+struct LapsingFence {
+    holds: std::sync::atomic::AtomicUsize,
+}
+
+impl qlik_lb::control::Fence for LapsingFence {
+    fn still_leading(&self) -> qlik_lb::control::leadership::FenceCheck<'_> {
+        let left = self.holds.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.holds
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Box::pin(std::future::ready(left > 0))
+    }
+}
+
+#[tokio::test]
+async fn a_run_whose_leadership_lapses_sends_no_further_delete_and_records_why() {
+    timeout(TEST_TIMEOUT, async {
+        let site = site(empty()).await;
+        for i in 0..5 {
+            give(
+                &site.qrs,
+                SimUser::new("SALES", &format!("old{i}")),
+                LicenseType::Professional,
+                days_ago(40),
+            );
+        }
+        let fence = LapsingFence { holds: 2.into() };
+        let report = site
+            .release_fenced(&site.release_config(), now(), false, &fence)
+            .await;
+        assert_eq!(
+            site.qrs.method_count("DELETE"),
+            2,
+            "no DELETE once the fence fails"
+        );
+        assert_eq!(report.summary.outcome, Outcome::Stopped);
+        assert_eq!(
+            report.summary.stop_reason.as_deref(),
+            Some("leadership lost")
+        );
+        assert_eq!(report.summary.counts.get("released"), Some(&2));
+        assert_eq!(report.summary.counts.get("error"), Some(&3));
+        let lines = audit::read_all(&site.audit_path()).unwrap();
+        assert_eq!(lines.len(), 5, "every candidate has its audit line");
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l.reason == "leadership lost")
+                .count(),
+            3
+        );
+        let m = site.metrics.render();
+        assert!(
+            m.contains(r#"qlb_job_runs_total{job="license_release",result="error"} 1"#),
+            "{m}"
+        );
+
+        // A dry run asks no fence: it sends nothing.
+        let never = LapsingFence { holds: 0.into() };
+        let dry = site
+            .release_fenced(&site.release_config(), now(), true, &never)
+            .await;
+        assert_eq!(dry.summary.outcome, Outcome::Ok);
+    })
+    .await
+    .unwrap();
+}

@@ -119,7 +119,10 @@ fn compose_services_match_the_cli_the_files_and_the_config() {
         }
     }
     assert_eq!(mounted_config.as_deref(), Some("config/compose.toml"));
-    assert_eq!(cert_mounts, 2, "sim and qlik-lb share {cert_dir}");
+    assert_eq!(
+        cert_mounts, 4,
+        "sim, qlik-lb and the cluster's lb-a and lb-b share {cert_dir}"
+    );
 
     // The config is valid once the certificates are there, and it points at the simulator.
     let certs = tempfile::tempdir().unwrap();
@@ -278,4 +281,54 @@ fn dashboard_queries_only_defined_metrics() {
     ] {
         assert!(used.contains(wanted), "the dashboard shows {wanted}");
     }
+}
+
+#[test]
+fn the_compose_cluster_is_two_instances_over_the_etcd_service() {
+    let doc = compose();
+    let etcd = strings(&doc["services"]["etcd"]["command"]);
+    assert!(etcd.contains(&"--listen-client-urls=http://0.0.0.0:2379".to_string()));
+    let single = read("config/compose.toml");
+    let cluster = read("config/compose-cluster.toml");
+    let (head, section) = cluster
+        .split_once("\n[cluster]\n")
+        .expect("compose-cluster.toml has [cluster]");
+    // Same config as the single instance, below its two comment lines, plus [cluster].
+    let body = |t: &str| t.lines().skip(2).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(head).trim_end(), body(&single).trim_end());
+    assert!(
+        section.contains("etcd = [\"http://etcd:2379\"]"),
+        "{section}"
+    );
+    for (name, admin) in [("lb-a", "9190:9090"), ("lb-b", "9290:9090")] {
+        let svc = &doc["services"][name];
+        assert_eq!(
+            svc["hostname"].as_str(),
+            Some(name),
+            "the cluster name is the host name"
+        );
+        let cmd = strings(&svc["command"]);
+        assert_cli_accepts(&cmd);
+        let inside = flag(&cmd, "--config");
+        let mounts = strings(&svc["volumes"]);
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.starts_with("./config/compose-cluster.toml:") && m.contains(inside)),
+            "{name} runs the cluster config: {mounts:?}"
+        );
+        assert!(
+            strings(&svc["ports"]).contains(&admin.to_string()),
+            "{name}"
+        );
+    }
+    let certs = tempfile::tempdir().unwrap();
+    for f in ["root.pem", "client.pem", "client_key.pem"] {
+        std::fs::write(certs.path().join(f), "placeholder").unwrap();
+    }
+    let text = cluster.replace("\"/certs/", &format!("\"{}/", certs.path().display()));
+    let cfg = Config::parse(&text, &repo().join("config"))
+        .unwrap_or_else(|e| panic!("config/compose-cluster.toml:\n{e}"));
+    let c = cfg.file.cluster.expect("[cluster]");
+    assert_eq!(c.etcd, ["http://etcd:2379"]);
 }

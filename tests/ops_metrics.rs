@@ -20,11 +20,7 @@ const PRODUCED_ELSEWHERE: &[&str] = &["qlb_engine_", "qlb_lbmodule_", "qlb_licen
 
 /// §5.1 names whose features are not built yet (the cluster of §8),
 /// with where they belong. Each is asserted absent, so this list cannot outlive its feature.
-const NOT_BUILT_YET: &[(&str, &str)] = &[
-    ("qlb_cluster_connected", "§8 cluster"),
-    ("qlb_cluster_leader", "§8 cluster"),
-    ("qlb_cluster_members", "§8 cluster"),
-];
+const NOT_BUILT_YET: &[(&str, &str)] = &[];
 
 /// §5.1 names with a sample per TLS frontend certificate: the instances here (and the demo)
 /// serve plain HTTP, so each is asserted absent; tests/edge_tls_sni.rs asserts its values.

@@ -13,6 +13,8 @@
 # env:   DUR=8 REPS=5 CONNS=64 WS_CONNS=64 HOLD_N=8000 HOLD_SECS=8 RELOAD_N=1000 LBM_CONNS="1 2 8"
 #        PROXIES="haproxy nginx qlik-lb" RUN=/tmp/qlik-lb-load OUT=benches/load/results/<stamp>
 #        QLB_BIN=<a qlik-lb binary to measure instead of building this checkout>
+#        QLB_CLUSTER=1: qlik-lb runs with [cluster] over an etcd the harness starts (Debian
+#        etcd-server) on 127.0.0.1:2479, to show the hot path does not wait on etcd
 #        SCENARIOS="http ws lbm hold reload" (a subset runs only those, e.g. SCENARIOS=http for the
 #        keep-alive, sticky and new-connection figures)
 #        ACCESS_LOG=1 runs qlik-lb with its JSON access log on, written to $OUT/qlik-lb-access.log
@@ -169,11 +171,25 @@ start_nginx() {
     wait_port "${PORT[nginx]}"
 }
 
-# The run copy of qlik-lb's config: the repository's, plus the access log with ACCESS_LOG=1.
+start_etcd() { # for QLB_CLUSTER=1; a fresh data folder each time
+    rm -rf "$RUN/etcd-data"
+    start_bg etcd etcd --name=bench --data-dir="$RUN/etcd-data" \
+        --listen-client-urls=http://127.0.0.1:2479 --advertise-client-urls=http://127.0.0.1:2479 \
+        --listen-peer-urls=http://127.0.0.1:2480 --initial-advertise-peer-urls=http://127.0.0.1:2480 \
+        --initial-cluster=bench=http://127.0.0.1:2480 --logger=zap --log-level=error
+    wait_port 2479
+}
+
+# The run copy of qlik-lb's config: the repository's, plus the access log with ACCESS_LOG=1 and
+# a [cluster] on a local etcd with QLB_CLUSTER=1.
 write_qlik_lb_config() { # dest
     cp "$HERE/conf/qlik-lb.toml" "$1"
     if [ "$ACCESS_LOG" = 1 ]; then
         printf '\n[access_log]\npath = "%s"\nformat = "json"\n' "$(realpath -m "$OUT")/qlik-lb-access.log" >>"$1"
+    fi
+    if [ "${QLB_CLUSTER:-0}" = 1 ]; then
+        [ -f "$RUN/pids/etcd.pid" ] || start_etcd
+        printf '\n[cluster]\netcd = ["http://127.0.0.1:2479"]\nname = "bench"\nprefix = "/bench/"\n' >>"$1"
     fi
 }
 
@@ -201,7 +217,7 @@ env_info() {
         haproxy -v | sed -n 1p; nginx -v 2>&1; wrk -v 2>&1 | sed -n 1p || true
         echo "qlik-lb: ${QLB_BIN:-$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')}"
         echo "ulimit -n: $(ulimit -n)"
-        echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N SCENARIOS=$SCENARIOS ACCESS_LOG=$ACCESS_LOG"
+        echo "DUR=$DUR REPS=$REPS CONNS=$CONNS WS_CONNS=$WS_CONNS HOLD_N=$HOLD_N HOLD_SECS=$HOLD_SECS RELOAD_N=$RELOAD_N SCENARIOS=$SCENARIOS ACCESS_LOG=$ACCESS_LOG QLB_CLUSTER=${QLB_CLUSTER:-0}"
     } >"$OUT/env.txt" 2>&1
 }
 

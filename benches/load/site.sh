@@ -93,7 +93,7 @@ build() {
 write_configs() {
     local i
     {
-        printf 'global\n    maxconn 40000\n\ndefaults\n    mode http\n    timeout connect 3s\n'
+        printf 'global\n    maxconn 9000\n\ndefaults\n    mode http\n    timeout connect 3s\n'
         printf '    timeout client 120s\n    timeout server 120s\n    timeout tunnel 1h\n\n'
         printf 'frontend site\n    bind 127.0.0.1:%s\n    default_backend qps\n\n' "${PORT[haproxy]}"
         printf 'backend qps\n    balance leastconn\n    cookie SRV insert indirect nocache\n'

@@ -3,6 +3,7 @@
 
 use super::auth::{self, Verdict};
 use super::status;
+use crate::cluster::Cluster;
 use crate::config::cidr;
 use crate::listen_limits::{self, Gate};
 use crate::proxy::respond::request_id;
@@ -36,6 +37,8 @@ pub struct AdminCtx {
     pub token: Arc<ArcSwapOption<String>>,
     /// Set once by whoever runs the control plane jobs.
     pub license_status: OnceLock<LicenseStatusJson>,
+    /// Set once at start with `[cluster]`: drains go through it, the status shows it.
+    pub cluster: OnceLock<Arc<Cluster>>,
 }
 
 /// Admin routes take no body; a declared one is still read whole before the request is acted on,
@@ -194,7 +197,7 @@ async fn handle(req: Request<Incoming>, ctx: &AdminCtx, peer: SocketAddr) -> Res
                 )
             }
         }
-        (&Method::POST, p) if p.starts_with("/api/v1/pools/") => drain(ctx, &method, p),
+        (&Method::POST, p) if p.starts_with("/api/v1/pools/") => drain(ctx, &method, p).await,
         (_, "/healthz" | "/metrics" | "/readyz" | "/api/v1/status" | "/" | "/api/v1/reload") => {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -208,8 +211,10 @@ async fn handle(req: Request<Incoming>, ctx: &AdminCtx, peer: SocketAddr) -> Res
     }
 }
 
-/// `POST /api/v1/pools/{pool}/backends/{id}/drain|undrain`
-fn drain(ctx: &AdminCtx, method: &Method, path: &str) -> Response<Full<Bytes>> {
+/// `POST /api/v1/pools/{pool}/backends/{id}/drain|undrain`. In a cluster the drain is the
+/// site's: written to etcd first (503 and no change when it cannot be), then applied here at once
+/// and everywhere else by the watch.
+async fn drain(ctx: &AdminCtx, method: &Method, path: &str) -> Response<Full<Bytes>> {
     let none = serde_json::Value::Null;
     let parts: Vec<&str> = path
         .trim_start_matches("/api/v1/pools/")
@@ -239,6 +244,19 @@ fn drain(ctx: &AdminCtx, method: &Method, path: &str) -> Response<Full<Bytes>> {
             none,
         );
     };
+    let backend = backend.clone();
+    drop(rt);
+    if let Some(cluster) = ctx.cluster.get() {
+        if let Err(reason) = cluster.set_drain(pool_name, id, on).await {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                method,
+                path,
+                &reason,
+                json!({"pool": pool_name, "backend": id}),
+            );
+        }
+    }
     backend.set_draining(on);
     info!(
         pool = pool_name,

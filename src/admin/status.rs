@@ -94,6 +94,7 @@ pub fn status(ctx: &AdminCtx) -> Value {
         "pools": pools,
         "license": control.get("license").cloned().unwrap_or(Value::Null),
         "release": control.get("release").cloned().unwrap_or(Value::Null),
+        "cluster": ctx.cluster.get().map(|c| c.status_json()),
     })
 }
 

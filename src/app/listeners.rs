@@ -90,6 +90,7 @@ pub(super) fn admin_context(
             reloader,
             token,
             license_status: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Starting and stopping a whole instance from a config: bind every listener, start the
 //! background work, and shut down in order (stop accepting, finish requests, grace for tunnels).
 
+mod cluster;
 mod commands;
 mod listeners;
 mod shutdown;
@@ -8,9 +9,11 @@ mod shutdown;
 pub use commands::{check, instance_runtime, run_from_file, wait_for_stop_signal};
 
 use crate::admin::AdminCtx;
+use crate::cluster::Cluster;
 use crate::config::Config;
-use crate::control::jobs::{spawn_jobs, ConfigFeed};
+use crate::control::jobs::{spawn_led_jobs, ConfigFeed};
 use crate::control::LicenseStatus;
+use crate::control::{Alone, Leadership};
 use crate::metrics::Metrics;
 use crate::proxy::{Lifecycle, ProxyCtx};
 use crate::reload::triggers::{self, WatchError};
@@ -32,6 +35,8 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigErrors),
     #[error("{what}: {message}")]
     Tls { what: String, message: String },
+    #[error("cluster: {0}")]
+    Cluster(String),
     #[error("cannot start the worker threads: {0}")]
     Workers(std::io::Error),
     #[error("cannot listen on {addr} ({what}): {source}")]
@@ -56,6 +61,8 @@ pub struct Instance {
     pub license_status: Arc<LicenseStatus>,
     pub reloader: Arc<Reloader>,
     pub admin_ctx: Arc<AdminCtx>,
+    /// This instance's membership, with `[cluster]`.
+    pub cluster: Option<Arc<Cluster>>,
     background: CancellationToken,
     grace: Duration,
     workers: Arc<Workers>,
@@ -104,22 +111,25 @@ impl Instance {
         let lb_module = admin_ctx.reloader.listeners().addr(LB_MODULE_KEY);
         crate::snapshot::spawn_health_checks(runtime.clone(), &shared, background.clone());
         let control = Arc::new(LicenseStatus::new());
-        // The jobs read the serving snapshot at each run and plan again after each reload.
-        spawn_jobs(
+        let cluster = cluster::join(&runtime, &shared, admin, &control, &background).await?;
+        let leadership: Arc<dyn Leadership> = match &cluster {
+            Some(c) => {
+                let _ = admin_ctx.cluster.set(c.clone());
+                c.leadership()
+            }
+            None => Alone::new(),
+        };
+        // The jobs read the serving snapshot at each run and plan again after each reload; in a
+        // cluster they run only while this instance leads.
+        spawn_led_jobs(
             ConfigFeed::serving(runtime.clone(), shared.config_changes()),
             shared.metrics.clone(),
             control.clone(),
+            leadership,
             background.clone(),
         );
         let view = control.clone();
-        let _ = admin_ctx.license_status.set(Arc::new(move || {
-            let v = view.view();
-            serde_json::json!({
-                "license": v.license,
-                "license_error": v.license_error,
-                "release": v.last_release,
-            })
-        }));
+        let _ = admin_ctx.license_status.set(Arc::new(move || view.json()));
         let grace = cfg
             .file
             .admin
@@ -136,6 +146,7 @@ impl Instance {
             license_status: control,
             reloader: admin_ctx.reloader.clone(),
             admin_ctx,
+            cluster,
             background,
             grace,
             workers,
@@ -173,6 +184,10 @@ impl Instance {
     /// then closes them; returns as soon as everything is done.
     pub async fn shutdown(self) {
         shutdown::shutdown_in_order(&self.lifecycle, self.grace, &self.runtime).await;
+        // Leaving revokes the lease: another instance may lead at once.
+        if let Some(c) = &self.cluster {
+            c.stop().await;
+        }
         let access_log = self.runtime.load().access_log.clone();
         if let Some(log) = access_log {
             log.flushed(Duration::from_secs(2)).await;

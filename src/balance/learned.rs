@@ -3,7 +3,7 @@
 //! Bounded, and entries expire after the idle time of a Qlik session.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 // tokio's clock, so tests can pause it and step through the idle time.
 use tokio::time::Instant;
@@ -11,10 +11,18 @@ use tokio::time::Instant;
 pub const DEFAULT_IDLE: Duration = Duration::from_secs(60 * 60);
 pub const DEFAULT_CAPACITY: usize = 200_000;
 
+/// Told of each entry learned here (session, backend) — in a cluster, to share it. It must not
+/// block: it runs on the request path.
+pub type OnLearned = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// The same for every pool's table: (pool, session, backend).
+pub type OnPoolLearned = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
+
 pub struct LearnedSessions {
     idle: Duration,
     capacity: usize,
     map: Mutex<HashMap<String, (String, Instant)>>,
+    on_learned: OnceLock<OnLearned>,
 }
 
 impl LearnedSessions {
@@ -23,10 +31,31 @@ impl LearnedSessions {
             idle,
             capacity,
             map: Mutex::new(HashMap::new()),
+            on_learned: OnceLock::new(),
         }
     }
 
+    /// Sets who hears of entries learned here (once).
+    pub fn on_learned(&self, hook: OnLearned) {
+        let _ = self.on_learned.set(hook);
+    }
+
+    /// An entry seen in a backend's answer here: kept, and told to the hook when it is new.
     pub fn learn(&self, session: &str, backend_id: &str) {
+        if self.insert(session, backend_id) {
+            if let Some(hook) = self.on_learned.get() {
+                hook(session, backend_id);
+            }
+        }
+    }
+
+    /// An entry another instance learned: kept, not told again.
+    pub fn learn_elsewhere(&self, session: &str, backend_id: &str) {
+        self.insert(session, backend_id);
+    }
+
+    /// True when the session was unknown or pointed at another backend.
+    fn insert(&self, session: &str, backend_id: &str) -> bool {
         let now = Instant::now();
         let mut map = self.map.lock().expect("learned sessions lock");
         if map.len() >= self.capacity && !map.contains_key(session) {
@@ -42,7 +71,8 @@ impl LearnedSessions {
                 }
             }
         }
-        map.insert(session.to_string(), (backend_id.to_string(), now));
+        let old = map.insert(session.to_string(), (backend_id.to_string(), now));
+        old.is_none_or(|(b, _)| b != backend_id)
     }
 
     /// The backend that issued this session, refreshing its idle timer.
@@ -97,6 +127,22 @@ mod tests {
         assert_eq!(t.len(), 2, "the two expired entries made room");
         assert_eq!(t.lookup("live").as_deref(), Some("n2"));
         assert_eq!(t.lookup("new").as_deref(), Some("n3"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hook_hears_new_entries_only_and_not_those_learned_elsewhere() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let t = LearnedSessions::new(DEFAULT_IDLE, 100);
+        let h = heard.clone();
+        t.on_learned(Arc::new(move |s: &str, b: &str| {
+            h.lock().unwrap().push(format!("{s}={b}"))
+        }));
+        t.learn("s1", "n1");
+        t.learn("s1", "n1");
+        t.learn("s1", "n2");
+        t.learn_elsewhere("s2", "n3");
+        assert_eq!(*heard.lock().unwrap(), ["s1=n1", "s1=n2"]);
+        assert_eq!(t.lookup("s2").as_deref(), Some("n3"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -3,6 +3,7 @@
 
 pub mod admin_token;
 pub mod cidr;
+pub mod cluster;
 pub mod duration;
 pub mod locate;
 pub mod parsed;
@@ -12,6 +13,7 @@ pub mod url;
 mod validate;
 mod validate_edge;
 
+pub use cluster::{ClusterConfig, ClusterTls};
 pub use duration::Dur;
 pub use parsed::Parsed;
 pub use types::*;

@@ -203,3 +203,30 @@ fn syntax_error_has_a_line() {
     assert!(errs[0].message.starts_with("not valid TOML"), "{}", errs[0]);
     assert_eq!(errs[0].line, Some(2));
 }
+
+#[test]
+fn cluster_defaults_and_bad_values_name_their_keys() {
+    let ok = format!("{MINIMAL}\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\n");
+    let cfg = Config::parse(&ok, Path::new(".")).expect("valid");
+    let c = cfg.file.cluster.as_ref().expect("[cluster]");
+    assert_eq!(c.prefix, "/qlik-lb/");
+    assert_eq!(c.lease_ttl.get().as_secs(), 10);
+    assert!(c.share_learned_sessions);
+    assert!(!c.name.is_empty(), "the host name by default");
+
+    let bad = format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"127.0.0.1:2379\"]\nname = \"a/b\"\nprefix = \"/qlik-lb\"\nlease_ttl = \"1s\"\ntls = {{ cert = \"c.pem\" }}\n"
+    );
+    let errs = errors(&bad);
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    for key in [
+        "cluster.etcd",
+        "cluster.name",
+        "cluster.prefix",
+        "cluster.lease_ttl",
+        "cluster.tls",
+    ] {
+        assert!(keys.contains(&key), "{key} missing in {errs:?}");
+    }
+    assert!(errs.iter().all(|e| e.line.is_some()), "{errs:?}");
+}

@@ -28,6 +28,7 @@ pub struct FileConfig {
     pub license: Option<LicenseConfig>,
     #[serde(default)]
     pub access_log: Option<AccessLogConfig>,
+    pub cluster: Option<super::cluster::ClusterConfig>,
 }
 
 impl FileConfig {

@@ -3,6 +3,8 @@
 
 use super::locate::{path_text, Locator, Seg};
 use super::types::*;
+
+mod cluster;
 use super::url::BackendUrl;
 use super::ConfigError;
 use std::collections::HashSet;
@@ -185,6 +187,9 @@ pub fn validate(file: &FileConfig, dir: &Path, locator: &Locator<'_>) -> Finding
     }
     if let Some(license) = &file.license {
         check_license(&mut r, file, license);
+    }
+    if let Some(c) = &file.cluster {
+        cluster::check_cluster(&mut r, c, dir);
     }
     if let Some(log) = &file.access_log {
         if log.path.as_os_str().is_empty() {

@@ -120,6 +120,8 @@ async fn release_run(
         metrics: &Metrics::new(),
         now: Utc::now(),
         dry_run,
+        // An operator's one-off run answers to the operator, not to a cluster's leader.
+        fence: &super::leadership::NoFence,
     }
     .run()
     .await

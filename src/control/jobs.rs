@@ -11,7 +11,12 @@
 //! so two runs of a job never overlap, and a run in progress is never cut — it finishes with the
 //! snapshot it started with, even during shutdown, so no DELETE is left without its audit line.
 //! `run_at_start` applies once, when the task starts with the process; a reload is not a start.
+//!
+//! In a cluster the schedule runs only while the instance leads: `run_at_start` applies when it
+//! becomes leader, and losing leadership stops the schedule (a release run in progress is
+//! stopped by its fence before its next DELETE).
 
+use super::leadership::{Alone, Fence, Leadership};
 use super::monitor::run_monitor;
 use super::qrs_client::QrsClient;
 use super::release::ReleaseRun;
@@ -93,54 +98,100 @@ impl Job {
         }
     }
 
-    async fn run(self, config: Arc<Config>, metrics: &Arc<Metrics>, status: &Arc<LicenseStatus>) {
+    async fn run(self, config: Arc<Config>, ctx: &JobCtx, mut leading: watch::Receiver<bool>) {
+        let (metrics, status) = (&ctx.metrics, &ctx.status);
         match self {
-            Job::Monitor => monitor_once(config, metrics, status).await,
-            Job::Release => release_once(config, metrics, status).await,
+            // A monitor run has nothing to finish once another instance leads.
+            Job::Monitor => tokio::select! {
+                _ = monitor_once(config, metrics, status) => {}
+                _ = leading.wait_for(|l| !*l) => {}
+            },
+            // A release run is not cut: its fence stops it before the next DELETE, and every
+            // candidate still gets its audit line.
+            Job::Release => release_once(config, metrics, status, &*ctx.leadership.fence()).await,
         }
     }
 }
 
-/// Starts the license jobs reading `feed`; they stop when `shutdown` is cancelled. Both tasks
-/// start whether or not their job is enabled, since a reload may enable it.
+/// Starts the license jobs reading `feed`, for an instance that leads itself (no `[cluster]`).
 pub fn spawn_jobs(
     feed: ConfigFeed,
     metrics: Arc<Metrics>,
     status: Arc<LicenseStatus>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
+    spawn_led_jobs(feed, metrics, status, Alone::new(), shutdown)
+}
+
+/// Starts the license jobs reading `feed`; they run only while `leadership` says this instance
+/// leads, and stop when `shutdown` is cancelled. Both tasks start whether or not their job is
+/// enabled, since a reload may enable it.
+pub fn spawn_led_jobs(
+    feed: ConfigFeed,
+    metrics: Arc<Metrics>,
+    status: Arc<LicenseStatus>,
+    leadership: Arc<dyn Leadership>,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
     [Job::Monitor, Job::Release]
         .into_iter()
         .map(|job| {
-            tokio::spawn(job_loop(
-                job,
-                feed.clone(),
-                metrics.clone(),
-                status.clone(),
-                shutdown.clone(),
-            ))
+            let ctx = JobCtx {
+                metrics: metrics.clone(),
+                status: status.clone(),
+                leadership: leadership.clone(),
+            };
+            tokio::spawn(job_loop(job, feed.clone(), ctx, shutdown.clone()))
         })
         .collect()
 }
 
-async fn job_loop(
-    job: Job,
-    mut feed: ConfigFeed,
+struct JobCtx {
     metrics: Arc<Metrics>,
     status: Arc<LicenseStatus>,
-    shutdown: CancellationToken,
+    leadership: Arc<dyn Leadership>,
+}
+
+/// One term of leadership after another: a follower waits, a leader runs the schedule.
+async fn job_loop(job: Job, mut feed: ConfigFeed, ctx: JobCtx, shutdown: CancellationToken) {
+    let mut leading = ctx.leadership.leading();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            became = leading.wait_for(|l| *l) => if became.is_err() { return },
+        }
+        led_term(job, &mut feed, &ctx, &mut leading, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // A follower exports no license or job series: the leader's are the site's.
+        ctx.metrics.clear_control_plane_series();
+    }
+}
+
+/// The schedule while this instance leads; returns when it stops leading (or at shutdown).
+async fn led_term(
+    job: Job,
+    feed: &mut ConfigFeed,
+    ctx: &JobCtx,
+    leading: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) {
     feed.changes.borrow_and_update();
     let config = feed.current();
+    // `run_at_start`: when the term begins (the process start, alone).
     if let Some((_, true)) = job.plan(&config) {
         if !shutdown.is_cancelled() {
-            job.run(config, &metrics, &status).await;
+            job.run(config, ctx, leading.clone()).await;
         }
     }
     // The last firing: the next one is strictly after it, even if the timer woke a little before
     // the wall clock reached it.
     let mut last: Option<DateTime<Utc>> = None;
     loop {
+        if !*leading.borrow_and_update() {
+            return;
+        }
         // Mark the notices seen before reading the snapshot: a reload swapped in after the read
         // still wakes the wait below.
         feed.changes.borrow_and_update();
@@ -157,14 +208,15 @@ async fn job_loop(
         let fired = tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = changed(&mut feed.changes) => None,
+            lost = leading.changed() => if lost.is_err() { return } else { None },
             at = sleep_until(wait) => Some(at),
         };
         let Some(at) = fired else { continue };
         last = Some(at);
         // The run uses the config serving now, if it still has the job enabled.
         let config = feed.current();
-        if job.plan(&config).is_some() {
-            job.run(config, &metrics, &status).await;
+        if job.plan(&config).is_some() && *leading.borrow() {
+            job.run(config, ctx, leading.clone()).await;
         }
     }
 }
@@ -207,7 +259,12 @@ async fn monitor_once(config: Arc<Config>, metrics: &Metrics, status: &LicenseSt
     }
 }
 
-async fn release_once(config: Arc<Config>, metrics: &Metrics, status: &LicenseStatus) {
+async fn release_once(
+    config: Arc<Config>,
+    metrics: &Metrics,
+    status: &LicenseStatus,
+    fence: &dyn Fence,
+) {
     let Some(release) = config.file.license_release() else {
         return;
     };
@@ -230,6 +287,7 @@ async fn release_once(config: Arc<Config>, metrics: &Metrics, status: &LicenseSt
         metrics,
         now: Utc::now(),
         dry_run: release.dry_run,
+        fence,
     }
     .run()
     .await;

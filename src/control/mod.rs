@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cli;
 pub mod jobs;
+pub mod leadership;
 pub mod monitor;
 pub mod qrs_client;
 pub mod qrs_model;
@@ -10,5 +11,6 @@ pub mod release;
 pub mod rules;
 pub mod status;
 
+pub use leadership::{Alone, Fence, Leadership, NoFence};
 pub use qrs_model::LicenseType;
 pub use status::{LicenseStatus, LicenseStatusView};

@@ -3,6 +3,7 @@
 //! per-run cap, then release one by one with every decision on disk before the next DELETE.
 
 use super::audit::{AuditLog, AuditRecord};
+use super::leadership::Fence;
 use super::qrs_client::QrsClient;
 use super::qrs_model::{AllocationRow, LicenseType};
 use super::rules::protecting_rule;
@@ -132,7 +133,12 @@ pub struct ReleaseRun<'a> {
     pub metrics: &'a Metrics,
     pub now: DateTime<Utc>,
     pub dry_run: bool,
+    /// Proves before each DELETE that this instance still leads (`NoFence` when alone).
+    pub fence: &'a dyn Fence,
 }
+
+/// The decision reason and stop reason once the fence no longer holds.
+pub const LEADERSHIP_LOST: &str = "leadership lost";
 
 /// An allocation that passed every check and will be released (or would be, in a dry run).
 struct Candidate {
@@ -232,7 +238,18 @@ impl ReleaseRun<'_> {
         for d in settled {
             self.record(&mut audit, report, d)?;
         }
+        let mut leadership_lost = false;
         for Candidate { mut decision } in candidates {
+            if !self.dry_run && cap_reason.is_none() && !leadership_lost {
+                leadership_lost = !self.fence.still_leading().await;
+            }
+            if leadership_lost {
+                // Another instance may lead now: this one sends nothing more.
+                decision.decision = DecisionKind::Error;
+                decision.reason = LEADERSHIP_LOST.into();
+                self.record(&mut audit, report, decision)?;
+                continue;
+            }
             if cap_reason.is_some() {
                 decision.decision = DecisionKind::Error;
                 decision.reason = "cap exceeded".into();
@@ -266,6 +283,7 @@ impl ReleaseRun<'_> {
         }
         match cap_reason {
             Some(reason) => Err(reason),
+            None if leadership_lost => Err(LEADERSHIP_LOST.into()),
             None => Ok(()),
         }
     }

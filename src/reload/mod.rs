@@ -192,6 +192,16 @@ impl Reloader {
         let config = tokio::task::spawn_blocking(move || Config::load(&path))
             .await
             .map_err(|e| one_error(file.clone(), "", &format!("loading stopped: {e}")))??;
+        if config.file.cluster != self.runtime.load().config.file.cluster {
+            // The etcd session, the member name and the leader's term belong to the process;
+            // swapping them under running jobs and drains is not something a reload can do
+            // atomically, so the file is refused rather than half applied.
+            return Err(one_error(
+                file,
+                "cluster",
+                "[cluster] cannot change on reload; the running settings stay — restart the instance (one at a time) to apply them",
+            ));
+        }
         let token = crate::config::admin_token::load_token(&config)?;
         let plan = self
             .listeners

@@ -115,6 +115,18 @@ impl Site {
         now: DateTime<Utc>,
         dry_run: bool,
     ) -> ReleaseReport {
+        self.release_fenced(config, now, dry_run, &qlik_lb::control::NoFence)
+            .await
+    }
+
+    /// A release run whose leadership is proven by `fence` before each DELETE.
+    pub async fn release_fenced(
+        &self,
+        config: &ReleaseConfig,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        fence: &dyn qlik_lb::control::Fence,
+    ) -> ReleaseReport {
         let client = self.client();
         let audit = self.audit_path();
         let run = ReleaseRun {
@@ -124,6 +136,7 @@ impl Site {
             metrics: &self.metrics,
             now,
             dry_run,
+            fence,
         };
         tokio::time::timeout(TEST_TIMEOUT, run.run())
             .await

@@ -6,8 +6,10 @@
 
 pub mod backend;
 pub mod browser;
+pub mod cluster;
 pub mod door;
 pub mod edge;
+pub mod etcd;
 pub mod pki;
 pub mod raw;
 pub mod recording;
