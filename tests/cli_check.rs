@@ -107,7 +107,8 @@ name = "proxies"
     assert_eq!(text.lines().last(), Some("ok"), "{text}");
 }
 
-/// Every ```toml block of the README is a config `check` accepts (files it names may be absent).
+/// Every ```toml block of the README is a config `check` accepts (files it names may be absent);
+/// a block showing one section alone is checked under a loopback admin listener.
 #[test]
 fn every_config_in_the_readme_checks_ok() {
     let readme =
@@ -121,7 +122,13 @@ fn every_config_in_the_readme_checks_ok() {
     assert!(!blocks.is_empty(), "the README shows a config");
     for (i, block) in blocks.iter().enumerate() {
         let path = dir.path().join(format!("readme-{i}.toml"));
-        std::fs::write(&path, block).unwrap();
+        let whole = block.contains("[[frontend]]") || block.contains("[admin]");
+        let text = if whole {
+            block.to_string()
+        } else {
+            format!("[admin]\nlisten = \"127.0.0.1:9090\"\n\n{block}")
+        };
+        std::fs::write(&path, text).unwrap();
         let (code, text) = qlik_lb(&["check", path.to_str().unwrap()]);
         assert_eq!(code, 0, "README block {i}:\n{block}\n{text}");
         for line in text.lines().filter(|l| l.starts_with("warning: ")) {
