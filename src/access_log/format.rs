@@ -9,7 +9,7 @@
 //! JSON strings; `tunnel_ms` is appended for WebSocket lines.
 
 use super::Entry;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use std::io::Write;
 use std::time::Duration;
 
@@ -28,13 +28,40 @@ fn json_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
     }
 }
 
-pub(super) fn json(e: &Entry, out: &mut Vec<u8>) {
-    let time: DateTime<Utc> = e.time.into();
+/// RFC 3339 UTC with milliseconds. The text up to the second changes once a second while a
+/// busy log writes thousands of lines in it, so it is formatted once per second and reused.
+pub(super) struct Rfc3339 {
+    second: i64,
+    text: String,
+}
+
+impl Rfc3339 {
+    pub(super) fn new() -> Rfc3339 {
+        Rfc3339 {
+            second: i64::MIN,
+            text: String::new(),
+        }
+    }
+
+    fn write(&mut self, time: std::time::SystemTime, out: &mut Vec<u8>) {
+        let time: DateTime<Utc> = time.into();
+        let second = time.timestamp();
+        if second != self.second {
+            self.second = second;
+            self.text = time.format("%Y-%m-%dT%H:%M:%S").to_string();
+        }
+        out.extend_from_slice(self.text.as_bytes());
+        let _ = write!(out, ".{:03}Z", time.timestamp_subsec_millis());
+    }
+}
+
+pub(super) fn json(e: &Entry, clock: &mut Rfc3339, out: &mut Vec<u8>) {
     let req = e.request.as_ref();
+    out.extend_from_slice(b"{\"time\":\"");
+    clock.write(e.time, out);
     let _ = write!(
         out,
-        "{{\"time\":\"{}\",\"request_id\":\"{}\",\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
-        time.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "\",\"request_id\":\"{}\",\"client_ip\":\"{}\",\"client_port\":{},\"frontend\":",
         e.request_id,
         e.client.ip(),
         e.client.port(),

@@ -38,7 +38,7 @@ fn entry(request: bool) -> Entry {
 fn a_json_line_carries_every_field() {
     let mut out = Vec::new();
     let e = entry(true);
-    format::json(&e, &mut out);
+    format::json(&e, &mut format::Rfc3339::new(), &mut out);
     assert_eq!(out.last(), Some(&b'\n'));
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["time"], "2023-11-14T22:13:20.123Z");
@@ -66,7 +66,7 @@ fn a_json_line_carries_every_field() {
 #[test]
 fn a_refused_head_logs_nulls_for_what_was_never_read() {
     let mut out = Vec::new();
-    format::json(&entry(false), &mut out);
+    format::json(&entry(false), &mut format::Rfc3339::new(), &mut out);
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     for key in ["method", "target", "user_agent", "backend"] {
         assert_eq!(v[key], serde_json::Value::Null, "{key}");

@@ -9,12 +9,15 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use tracing::warn;
 
 /// A batch is written out at this size even if more lines are waiting.
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// How long the writer waits for more lines after writing a batch before it blocks.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 // Lines travel by value: the bounded queue's slots are allocated once, so a line costs no
 // allocation of its own on the request path.
@@ -103,27 +106,41 @@ pub(super) fn spawn(
                 failing: false,
                 done,
             };
-            while let Ok(first) = rx.recv() {
-                let mut next = Some(first);
-                while let Some(msg) = next {
-                    if reopen.swap(false, Ordering::AcqRel) {
-                        batch.flush(&mut sink);
-                        sink.reopen();
-                    }
-                    if let Msg::Line(entry) = msg {
-                        match format {
-                            AccessLogFormat::Json => format::json(&entry, &mut batch.out),
-                            AccessLogFormat::Combined => format::combined(&entry, &mut batch.out),
-                        }
-                        batch.lines += 1;
-                    }
-                    if batch.out.len() >= BATCH_BYTES {
-                        batch.flush(&mut sink);
-                    }
-                    next = rx.try_recv().ok();
+            let mut clock = format::Rfc3339::new();
+            let mut next = rx.recv().ok();
+            while let Some(msg) = next {
+                if reopen.swap(false, Ordering::AcqRel) {
+                    batch.flush(&mut sink);
+                    sink.reopen();
                 }
-                batch.flush(&mut sink);
+                if let Msg::Line(entry) = msg {
+                    match format {
+                        AccessLogFormat::Json => format::json(&entry, &mut clock, &mut batch.out),
+                        AccessLogFormat::Combined => format::combined(&entry, &mut batch.out),
+                    }
+                    batch.lines += 1;
+                }
+                if batch.out.len() >= BATCH_BYTES {
+                    batch.flush(&mut sink);
+                }
+                next = match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(TryRecvError::Disconnected) => None,
+                    Err(TryRecvError::Empty) => {
+                        batch.flush(&mut sink);
+                        // Linger before blocking: under load the queue refills meanwhile, so a
+                        // request never finds the writer parked and never pays its wake-up (a
+                        // futex call and a context switch) per line.
+                        std::thread::sleep(LINGER);
+                        match rx.try_recv() {
+                            Ok(m) => Some(m),
+                            Err(TryRecvError::Empty) => rx.recv().ok(),
+                            Err(TryRecvError::Disconnected) => None,
+                        }
+                    }
+                };
             }
+            batch.flush(&mut sink);
         })
         .map(|_| ())
 }

@@ -7,6 +7,7 @@ use super::route::Route;
 use crate::access_log::{AccessLog, ConnNames, Entry, RequestId, RequestLine, Sticky};
 use crate::balance::{Backend, Outcome};
 use crate::snapshot::FrontendSnapshot;
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -40,14 +41,20 @@ pub struct Moved {
     pub to_client: u64,
 }
 
+/// The request's texts, copied: a slice would pin the connection's read buffer until the writer
+/// thread formats the line, so the next request could not reuse it.
 fn request_line(head: &Head) -> RequestLine {
     let raw = &head.raw;
+    let first = head.first_line.clone();
+    let line = Bytes::copy_from_slice(&raw[first.clone()]);
+    let within =
+        |r: &std::ops::Range<usize>| line.slice(r.start - first.start..r.end - first.start);
     RequestLine {
-        line: raw.slice(head.first_line.clone()),
-        method: raw.slice(head.method.clone()),
-        target: raw.slice(head.target.clone()),
-        user_agent: head.first("user-agent").map(|v| raw.slice_ref(v)),
-        referer: head.first("referer").map(|v| raw.slice_ref(v)),
+        method: within(&head.method),
+        target: within(&head.target),
+        user_agent: head.first("user-agent").map(Bytes::copy_from_slice),
+        referer: head.first("referer").map(Bytes::copy_from_slice),
+        line,
     }
 }
 
