@@ -5,19 +5,14 @@
 
 mod support;
 
-use qlik_lb::demo::{Demo, DemoArgs, DEMO_APP};
+use qlik_lb::demo::{Demo, DEMO_APP};
 use qlik_lb::sim::engine::ENGINE_VERSION;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use support::browser::{Browser, Tab};
 
 async fn demo() -> Demo {
-    let args = DemoArgs {
-        frontdoor: "127.0.0.1:0".into(),
-        lb_module: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-    };
-    Demo::start(&args).await.expect("demo starts")
+    support::start_demo().await
 }
 
 fn base(demo: &Demo) -> String {

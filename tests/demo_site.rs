@@ -5,7 +5,7 @@
 mod support;
 
 use futures_util::{SinkExt, StreamExt};
-use qlik_lb::demo::{Demo, DemoArgs, DEMO_APP};
+use qlik_lb::demo::{Demo, DEMO_APP};
 use serde_json::Value;
 use support::raw;
 use support::within;
@@ -21,12 +21,7 @@ const TRANSCRIPT: &str = concat!(
 type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 
 async fn demo() -> Demo {
-    let args = DemoArgs {
-        frontdoor: "127.0.0.1:0".into(),
-        lb_module: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-    };
-    Demo::start(&args).await.expect("demo starts")
+    support::start_demo().await
 }
 
 async fn connect(

@@ -133,14 +133,7 @@ async fn front_door_and_config_metrics_are_exposed() {
 /// the first health poll and the license jobs at start have reported.
 #[tokio::test]
 async fn every_contract_metric_is_exposed_after_a_demo_run() {
-    let args = qlik_lb::demo::DemoArgs {
-        frontdoor: "127.0.0.1:0".into(),
-        lb_module: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-    };
-    let demo = qlik_lb::demo::Demo::start(&args)
-        .await
-        .expect("demo starts");
+    let demo = support::start_demo().await;
     within(60, async {
         let front = demo.instance.frontend_addr("public").unwrap();
         assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);

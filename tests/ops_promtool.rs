@@ -45,14 +45,7 @@ fn promtool_check(exposition: &str) -> (bool, String) {
 
 #[tokio::test]
 async fn promtool_finds_nothing_in_the_metrics_after_traffic() {
-    let args = qlik_lb::demo::DemoArgs {
-        frontdoor: "127.0.0.1:0".into(),
-        lb_module: "127.0.0.1:0".into(),
-        admin: "127.0.0.1:0".into(),
-    };
-    let demo = qlik_lb::demo::Demo::start(&args)
-        .await
-        .expect("demo starts");
+    let demo = support::start_demo().await;
     let text = within(60, async {
         let front = demo.instance.frontend_addr("public").unwrap();
         assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);

@@ -28,6 +28,18 @@ pub async fn within<T>(secs: u64, f: impl Future<Output = T>) -> T {
         .expect("step did not finish in time")
 }
 
+/// The demo (simulated site, qlik-lb in front, every role on) on ephemeral ports.
+pub async fn start_demo() -> qlik_lb::demo::Demo {
+    let args = qlik_lb::demo::DemoArgs {
+        frontdoor: "127.0.0.1:0".into(),
+        lb_module: "127.0.0.1:0".into(),
+        admin: "127.0.0.1:0".into(),
+    };
+    qlik_lb::demo::Demo::start(&args)
+        .await
+        .expect("demo starts")
+}
+
 /// Starts an instance from TOML text (paths relative to `dir`).
 pub async fn start(toml: &str) -> Instance {
     start_in(toml, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await
