@@ -138,7 +138,6 @@ pub struct Snapshot {
     pub pools: HashMap<String, Arc<Pool>>,
     pub frontends: Vec<Arc<FrontendSnapshot>>,
     /// Client configs of the pools with https:// backends, by pool name.
-    pub backend_tls: HashMap<String, Arc<BackendTls>>,
     /// Opened anew by every build: a reload reopens the file at its path.
     pub access_log: Option<Arc<AccessLog>>,
 }
@@ -221,13 +220,14 @@ impl Snapshot {
         let pools = parsed
             .into_iter()
             .map(|(p, specs)| {
-                let pool = Pool::build(
+                let mut pool = Pool::build(
                     p,
                     specs,
                     secrets.get(&p.name).map(|s| s.as_slice()),
                     &shared.registry,
                     shared.learned_for(&p.name),
                 );
+                pool.backend_tls = backend_tls.remove(&p.name);
                 (p.name.clone(), Arc::new(pool))
             })
             .collect();
@@ -242,7 +242,6 @@ impl Snapshot {
             config: Arc::new(config),
             pools,
             frontends,
-            backend_tls,
             access_log,
         };
         snapshot.publish_certificate_expiry(&shared.metrics);

@@ -7,6 +7,7 @@ use super::registry::{Backend, Registry};
 use super::spec::BackendSpec;
 use crate::config::PoolConfig;
 use crate::metrics::Metrics;
+use crate::tls::backend::BackendTls;
 use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -100,6 +101,9 @@ pub struct Pool {
     /// "Every backend is down; trying anyway" is logged at most every 10 s.
     pub all_down_log: LogThrottle,
     pub(crate) rr_next: AtomicUsize,
+    /// How this pool's https:// backends are verified and what it presents to them; `None`
+    /// when the pool has none. Set once when the snapshot is built.
+    pub backend_tls: Option<Arc<BackendTls>>,
 }
 
 impl Pool {
@@ -140,6 +144,7 @@ impl Pool {
             decisions: StickyCounters::new(&cfg.name, registry.metrics()),
             all_down_log: LogThrottle::new(),
             rr_next: AtomicUsize::new(0),
+            backend_tls: None,
         }
     }
 

@@ -104,14 +104,11 @@ pub async fn serve(
                 break;
             }
         };
-        // The pool, its TLS client config and the access log come from one snapshot, so they agree.
-        let (pool, backend_tls) = {
+        // The pool (with its backend TLS) and the access log come from one snapshot.
+        let pool = {
             let snapshot = ctx.runtime.load();
             access::begin(snapshot.access_log.as_ref(), &mut conn, &fe, Some(&head));
-            (
-                snapshot.pools.get(&fe.cfg.pool).cloned(),
-                snapshot.backend_tls.get(&fe.cfg.pool).cloned(),
-            )
+            snapshot.pools.get(&fe.cfg.pool).cloned()
         };
         if fe.cfg.redirect_https {
             let open = redirect(&mut conn, &head, &fe, &ctx).await && !ctx.lifecycle.is_stopping();
@@ -133,7 +130,7 @@ pub async fn serve(
             access::finish(&mut conn, true);
             break;
         };
-        match exchange(conn, head, &fe, &pool, backend_tls.as_deref(), &ctx).await {
+        match exchange(conn, head, &fe, &pool, &ctx).await {
             Next::KeepAlive(mut c) => {
                 access::finish(&mut c, false);
                 conn = c;

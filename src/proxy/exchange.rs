@@ -19,7 +19,6 @@ use crate::balance::Outcome;
 use crate::balance::{Backend, Pool};
 use crate::metrics::code_class;
 use crate::snapshot::FrontendSnapshot;
-use crate::tls::backend::BackendTls;
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -83,7 +82,6 @@ pub(super) async fn exchange(
     head: Head,
     fe: &FrontendSnapshot,
     pool: &Arc<Pool>,
-    backend_tls: Option<&BackendTls>,
     ctx: &ProxyCtx,
 ) -> Next {
     let started = Instant::now();
@@ -149,16 +147,7 @@ pub(super) async fn exchange(
         fresh_only: false,
     };
     let (backend, mut up, lease, dead_watch, resp) = loop {
-        let acquired = acquire(
-            &mut conn,
-            &head,
-            pool,
-            backend_tls,
-            &mut chosen,
-            &mut tries,
-            idempotent,
-        )
-        .await;
+        let acquired = acquire(&mut conn, &head, pool, &mut chosen, &mut tries, idempotent).await;
         if let Some(l) = conn.log.as_mut() {
             // A refused connect may have moved the user to another backend.
             l.routed(&chosen);
@@ -358,11 +347,11 @@ async fn acquire(
     conn: &mut ClientConn,
     head: &Head,
     pool: &Pool,
-    backend_tls: Option<&BackendTls>,
     chosen: &mut Route,
     tries: &mut Tries,
     idempotent: bool,
 ) -> Result<(Arc<Backend>, BackendConn), String> {
+    let backend_tls = pool.backend_tls.as_deref();
     loop {
         let b = chosen.backend.clone();
         let bound = match conn.ntlm.take() {
