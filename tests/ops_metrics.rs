@@ -135,29 +135,12 @@ async fn front_door_and_config_metrics_are_exposed() {
 async fn every_contract_metric_is_exposed_after_a_demo_run() {
     let demo = support::start_demo().await;
     within(60, async {
-        let front = demo.instance.frontend_addr("public").unwrap();
-        assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);
-        let req = format!("ws://{front}/app/{}", qlik_lb::demo::DEMO_APP)
-            .into_client_request()
-            .unwrap();
-        let tcp = TcpStream::connect(front).await.unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-        assert!(ws.next().await.unwrap().unwrap().is_text(), "OnConnected");
-        let mut bad = TcpStream::connect(front).await.unwrap();
-        bad.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
-        let mut buf = Vec::new();
-        assert_eq!(raw::read_reply(&mut bad, &mut buf).await.status, 400);
-        let lbm = demo.instance.lb_module.expect("LB module listening");
-        let body = r#"{"AppName":"a","QlikSenseEngines":["wss://127.0.0.1:1"]}"#;
-        let mut s = TcpStream::connect(lbm).await.unwrap();
-        let req = format!(
-            "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        assert_eq!(raw::exchange(&mut s, &mut buf, req.as_bytes()).await.status, 200);
+        let ws = support::demo_traffic(&demo).await;
         let names = contract_names();
         loop {
-            let text = raw::get(demo.instance.admin_addr().unwrap(), "/metrics", &[]).await.text();
+            let text = raw::get(demo.instance.admin_addr().unwrap(), "/metrics", &[])
+                .await
+                .text();
             let absent = missing(&names, &text);
             if absent.is_empty() {
                 break;

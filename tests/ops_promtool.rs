@@ -5,12 +5,9 @@
 
 mod support;
 
-use futures_util::StreamExt;
 use std::io::Write;
 use std::process::{Command, Stdio};
 use support::{raw, within};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 fn promtool_check(exposition: &str) -> (bool, String) {
     let child = Command::new("promtool")
@@ -47,27 +44,7 @@ fn promtool_check(exposition: &str) -> (bool, String) {
 async fn promtool_finds_nothing_in_the_metrics_after_traffic() {
     let demo = support::start_demo().await;
     let text = within(60, async {
-        let front = demo.instance.frontend_addr("public").unwrap();
-        assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);
-        let req = format!("ws://{front}/app/{}", qlik_lb::demo::DEMO_APP)
-            .into_client_request()
-            .unwrap();
-        let tcp = TcpStream::connect(front).await.unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
-        assert!(ws.next().await.unwrap().unwrap().is_text(), "OnConnected");
-        let mut bad = TcpStream::connect(front).await.unwrap();
-        let mut buf = Vec::new();
-        let junk = raw::exchange(&mut bad, &mut buf, b"NOT HTTP AT ALL\r\n\r\n").await;
-        assert_eq!(junk.status, 400);
-        let lbm = demo.instance.lb_module.expect("LB module listening");
-        let body = r#"{"AppName":"a","QlikSenseEngines":["wss://127.0.0.1:1"]}"#;
-        let req = format!(
-            "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut s = TcpStream::connect(lbm).await.unwrap();
-        buf.clear();
-        assert_eq!(raw::exchange(&mut s, &mut buf, req.as_bytes()).await.status, 200);
+        let ws = support::demo_traffic(&demo).await;
         let admin = demo.instance.admin_addr().unwrap();
         loop {
             let text = raw::get(admin, "/metrics", &[]).await.text();

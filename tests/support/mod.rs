@@ -40,6 +40,41 @@ pub async fn start_demo() -> qlik_lb::demo::Demo {
         .expect("demo starts")
 }
 
+/// A user's traffic through the demo: the hub, a QIX WebSocket (returned open, OnConnected
+/// read), a request the front door refuses (400), and an LB module call.
+pub async fn demo_traffic(
+    demo: &qlik_lb::demo::Demo,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    use futures_util::StreamExt;
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let front = demo.instance.frontend_addr("public").unwrap();
+    assert_eq!(raw::get(front, "/hub", &[]).await.status, 200);
+    let req = format!("ws://{front}/app/{}", qlik_lb::demo::DEMO_APP)
+        .into_client_request()
+        .unwrap();
+    let tcp = TcpStream::connect(front).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert!(ws.next().await.unwrap().unwrap().is_text(), "OnConnected");
+    let mut bad = TcpStream::connect(front).await.unwrap();
+    let mut buf = Vec::new();
+    let junk = raw::exchange(&mut bad, &mut buf, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert_eq!(junk.status, 400);
+    let lbm = demo.instance.lb_module.expect("LB module listening");
+    let body = r#"{"AppName":"a","QlikSenseEngines":["wss://127.0.0.1:1"]}"#;
+    let req = format!(
+        "POST /loadbalancing/prioritize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = TcpStream::connect(lbm).await.unwrap();
+    buf.clear();
+    assert_eq!(
+        raw::exchange(&mut s, &mut buf, req.as_bytes()).await.status,
+        200
+    );
+    ws
+}
+
 /// Starts an instance from TOML text (paths relative to `dir`).
 pub async fn start(toml: &str) -> Instance {
     start_in(toml, std::path::Path::new(env!("CARGO_MANIFEST_DIR"))).await
