@@ -17,6 +17,9 @@
 #        etcd-server) on 127.0.0.1:2479, to show the hot path does not wait on etcd
 #        SCENARIOS="http ws lbm hold reload" (a subset runs only those, e.g. SCENARIOS=http for the
 #        keep-alive, sticky and new-connection figures)
+#        SCENARIOS=tls: HTTPS keep-alive and new TLS connections (wrk) and memory per idle wss tunnel
+#        (tls/wss_hold.py, TLS_HOLD_N=2000, a fresh proxy process per rep) for HAProxy and qlik-lb,
+#        each terminating TLS with one RSA-2048 certificate made for the run (not in the default set)
 #        ACCESS_LOG=1 runs qlik-lb with its JSON access log on, written to $OUT/qlik-lb-access.log
 #        (e.g. ACCESS_LOG=1 PROXIES=qlik-lb SCENARIOS=http for the sticky http figures with it)
 set -euo pipefail
@@ -36,6 +39,7 @@ RELOAD_N=${RELOAD_N:-1000}
 LBM_CONNS=${LBM_CONNS:-"1 2 8"}
 SCENARIOS=${SCENARIOS:-"http ws lbm hold reload"}
 ACCESS_LOG=${ACCESS_LOG:-0}
+TLS_HOLD_N=${TLS_HOLD_N:-2000}
 SIM_BASE=9301
 PROXIES=${PROXIES:-"haproxy nginx qlik-lb"}
 OUT=${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}
@@ -49,6 +53,8 @@ CLK_TCK=$(getconf CLK_TCK)
 # Ports: the shared HAProxy/NGINX configs fix theirs; qlik-lb's are in conf/qlik-lb.toml.
 declare -A PORT=([haproxy]=8081 [nginx]=8082 [qlik-lb]=8084 [direct]=9101)
 QLB_ADMIN=8406
+# The tls scenario's front doors (conf/haproxy-tls.cfg, conf/qlik-lb-tls.toml; qlik-lb's admin 8407).
+declare -A TLS_PORT=([haproxy]=8443 [qlik-lb]=8444)
 QLB_LBMODULE=8187
 
 for v in DUR HOLD_SECS; do
@@ -105,7 +111,7 @@ metric() { # sample-prefix -> value from qlik-lb's /metrics (0 when absent)
 # ------------------------------------------------------------------ setup
 install_tools() {
     local missing=()
-    for t in haproxy nginx wrk curl; do command -v "$t" >/dev/null || missing+=("$t"); done
+    for t in haproxy nginx wrk curl openssl python3; do command -v "$t" >/dev/null || missing+=("$t"); done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing: ${missing[*]}; install them: sudo apt-get install -y ${missing[*]}" >&2
@@ -330,6 +336,63 @@ reload_scenario() { # proxy: reload while RELOAD_N tunnels are held and wrk runs
     { echo "== wrk"; cat "$OUT/reload/$p.wrk.txt"; echo "== hold"; cat "$OUT/reload/$p.hold.txt"; } >>"$f"
 }
 
+# ------------------------------------------------------------------ tls
+make_tls_certificate() { # one self-signed RSA-2048 certificate for localhost/127.0.0.1, both proxies
+    mkdir -p "$RUN/tls"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$RUN/tls/key.pem" -out "$RUN/tls/cert.pem" 2>/dev/null
+    cat "$RUN/tls/cert.pem" "$RUN/tls/key.pem" >"$RUN/tls/haproxy.pem"
+}
+
+start_tls_proxy() { # haproxy|qlik-lb -> a process of its own named <proxy>-tls
+    case $1 in
+        haproxy)
+            haproxy -c -q -f "$HERE/conf/haproxy-tls.cfg"
+            start_bg haproxy-tls haproxy -db -f "$HERE/conf/haproxy-tls.cfg"
+            ;;
+        qlik-lb)
+            mkdir -p "$RUN/qlik-lb-tls"
+            cp "$HERE/conf/qlik-lb-tls.toml" "$RUN/qlik-lb-tls/qlik-lb.toml"
+            "$QLB" check -c "$RUN/qlik-lb-tls/qlik-lb.toml" >/dev/null
+            start_bg qlik-lb-tls "$QLB" --log-level warn run -c "$RUN/qlik-lb-tls/qlik-lb.toml"
+            ;;
+    esac
+    wait_port "${TLS_PORT[$1]}"
+}
+
+tls_proxies() { local p; for p in $PROXIES; do [ -n "${TLS_PORT[$p]:-}" ] && echo "$p"; done; }
+
+tls_scenarios() {
+    local rep p port
+    make_tls_certificate
+    for p in $(tls_proxies); do start_tls_proxy "$p"; done
+    log "tls warm-up (2 s each, not recorded)"
+    for p in $(tls_proxies); do
+        wrk -t2 -c"$CONNS" -d2s "https://127.0.0.1:${TLS_PORT[$p]}/" >/dev/null 2>&1 || true
+    done
+    for rep in $(seq 1 "$REPS"); do
+        for p in $(tls_proxies); do
+            port=${TLS_PORT[$p]}
+            log "rep $rep/$REPS $p: https keep-alive (sticky), new TLS connections"
+            wrk_once "$p-tls-keepalive" "$p-tls" "$rep" "https://127.0.0.1:$port/" -H 'Cookie: SRV=b1'
+            wrk_once "$p-tls-newconn" "$p-tls" "$rep" "https://127.0.0.1:$port/" -H 'Cookie: SRV=b1' -H 'Connection: close'
+            mv "$OUT/http/$p-tls-"* "$OUT/tls/"
+        done
+    done
+    # Memory: each rep starts a fresh process, so every growth is measured from the same baseline
+    # (memory a process once held is not given back to the system).
+    for rep in $(seq 1 "$REPS"); do
+        for p in $(tls_proxies); do
+            stop_one "$p-tls"; start_tls_proxy "$p"
+            log "rep $rep/$REPS $p: $TLS_HOLD_N idle wss tunnels"
+            timeout 120 python3 "$HERE/tls/wss_hold.py" "$TLS_HOLD_N" "${TLS_PORT[$p]}" "$(pid_of "$p-tls")" \
+                >"$OUT/tls/$p.wss-hold.$rep.txt" 2>&1 || echo "failed" >>"$OUT/tls/$p.wss-hold.$rep.txt"
+        done
+    done
+    for p in $(tls_proxies); do stop_one "$p-tls"; done
+}
+
 # Three simulated engines (qlik-lb sim) for the LB module to rank, at 20, 50 and 80 % CPU.
 start_engines() {
     start_bg engines "$QLB" sim --nodes 3 --base-port "$SIM_BASE" --cert-dir "$RUN/sim-certs"
@@ -372,12 +435,12 @@ prioritize_scenario() {
 }
 
 all() {
-    mkdir -p "$OUT/http" "$OUT/ws" "$OUT/reload" "$OUT/lbmodule"
+    mkdir -p "$OUT/http" "$OUT/ws" "$OUT/reload" "$OUT/lbmodule" "$OUT/tls"
     trap stop_all EXIT
     install_tools
     env_info
     build
-    require_free 9101 9102 8081 8082 8083 8404 8405 8084 "$QLB_ADMIN" "$QLB_LBMODULE" $SIM_BASE $((SIM_BASE + 1)) $((SIM_BASE + 2)) $((SIM_BASE + 3))
+    require_free 9101 9102 8081 8082 8083 8404 8405 8084 "$QLB_ADMIN" "$QLB_LBMODULE" 8443 8444 8407 $SIM_BASE $((SIM_BASE + 1)) $((SIM_BASE + 2)) $((SIM_BASE + 3))
     log "start backends and proxies: $PROXIES"
     start_backends
     if [[ " $PROXIES " == *" qlik-lb "* ]]; then start_engines; fi
@@ -390,6 +453,7 @@ all() {
     if wanted lbm && [[ " $PROXIES " == *" qlik-lb "* ]]; then prioritize_scenario; fi
     if wanted hold; then for p in $PROXIES; do hold_scenario "$p"; done; fi
     if wanted reload; then for p in $PROXIES; do reload_scenario "$p"; done; fi
+    if wanted tls; then tls_scenarios; fi
 
     stop_all
     python3 "$HERE/summarize.py" "$OUT" >"$OUT/summary.md"

@@ -89,8 +89,8 @@ def agg(runs):
     }
 
 
-def http_table(out, kind, title, unit):
-    rows = {p: agg(wrk_runs(out / "http", f"{p}-{kind}")) for p in PROXIES}
+def http_table(out, kind, title, unit, folder="http"):
+    rows = {p: agg(wrk_runs(out / folder, f"{p}-{kind}")) for p in PROXIES}
     rows = {p: r for p, r in rows.items() if r["n"]}
     if not rows:
         return {}
@@ -172,6 +172,44 @@ def holds(out):
     return rows
 
 
+def wss_holds(out):
+    """KiB of VmRSS growth per idle wss tunnel, one fresh proxy process per rep (tls/wss_hold.py)."""
+    rows = {}
+    for p in PROXIES:
+        per = []
+        for f in sorted((out / "tls").glob(f"{p}.wss-hold.*.txt")):
+            m = re.search(r"([\d.]+) KiB per tunnel", f.read_text())
+            per.append(float(m.group(1)) if m else NAN)
+        if per:
+            rows[p] = {"per": per, "med": med(per)}
+    if not rows:
+        return rows
+    base = rows.get("haproxy", {}).get("med", NAN)
+    print("### Memory per idle `wss` tunnel (tls/wss_hold.py: VmRSS growth / tunnels, a fresh process per rep)\n")
+    print("| proxy | KiB per tunnel (median) | vs HAProxy | each rep |")
+    print("|---|---:|---:|---|")
+    for p, r in rows.items():
+        print(f"| {p} | {fmt(r['med'], '.1f')} | {ratio(r['med'], base)} | {', '.join(fmt(x, '.1f') for x in r['per'])} |")
+    print()
+    return rows
+
+
+def tls_targets(keep, new, wss):
+    """PRODUCT.md §9's TLS figures against HAProxy in the same run."""
+    lines = []
+    for name, rows, goal in (("HTTPS keep-alive req/s", keep, 1.1), ("new TLS connections/s", new, 1.2)):
+        q, h = rows.get("qlik-lb"), rows.get("haproxy")
+        if q and h:
+            lines.append((f"{name} >= {goal}x HAProxy", f"{ratio(q['rps'], h['rps'])} (qlik-lb "
+                          f"{fmt(q['rps_min'])}-{fmt(q['rps_max'])}, HAProxy {fmt(h['rps_min'])}-{fmt(h['rps_max'])})",
+                          verdict(q["rps"] >= goal * h["rps"])))
+    q, h = wss.get("qlik-lb"), wss.get("haproxy")
+    if q and h:
+        lines.append(("memory per idle wss tunnel <= 0.5x HAProxy", f"{ratio(q['med'], h['med'])} "
+                      f"({fmt(q['med'], '.1f')} vs {fmt(h['med'], '.1f')} KiB)", verdict(q["med"] <= 0.5 * h["med"])))
+    return lines
+
+
 def reloads(out):
     rows = {}
     for p in PROXIES:
@@ -234,9 +272,9 @@ def verdict(ok):
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
 
-def targets(sticky, ws, hold, rel, lb):
+def targets(sticky, ws, hold, rel, lb, tls_lines):
     q, h = sticky.get("qlik-lb"), sticky.get("haproxy")
-    lines = []
+    lines = list(tls_lines)
     if q and h:
         lines.append(("sticky req/s >= 1.0x HAProxy", ratio(q["rps"], h["rps"]), verdict(q["rps"] >= h["rps"])))
         lines.append(("CPU s / 100k req <= 0.9x HAProxy (sticky)", ratio(q["cpu100k"], h["cpu100k"]),
@@ -254,9 +292,10 @@ def targets(sticky, ws, hold, rel, lb):
         lines.append(("reload: 0 tunnels lost, 0 HTTP errors", f"{r['lost']} lost, {r['errors']} errors, reload seen: {r['reloaded']}",
                       verdict(r["lost"] == 0 and r["errors"] == 0 and r["reloaded"] == "yes")))
     # Held at every measured load, not only the kindest one.
-    lines.append(("LB module p99 < 1 ms (every caller count)", "skipped" if lb is None else
-                  "; ".join(f"{r['p99']:.3f} ms at {fmt(r['rps'])} req/s ({c} caller{'' if c == 1 else 's'})" for c, r in lb),
-                  verdict(None if lb is None else all(r["p99"] < 1.0 for _, r in lb))))
+    if lb is not None or q:
+        lines.append(("LB module p99 < 1 ms (every caller count)", "skipped" if lb is None else
+                      "; ".join(f"{r['p99']:.3f} ms at {fmt(r['rps'])} req/s ({c} caller{'' if c == 1 else 's'})" for c, r in lb),
+                      verdict(None if lb is None else all(r["p99"] < 1.0 for _, r in lb))))
     print("### Targets (qlik-lb, this run)\n")
     print("| target | measured | verdict |")
     print("|---|---|---|")
@@ -280,7 +319,10 @@ def main(out):
     lb = lbmodule(out)
     hold = holds(out)
     rel = reloads(out)
-    targets(sticky, ws, hold, rel, lb)
+    keep = http_table(out, "tls-keepalive", "HTTPS keep-alive, sticky cookie `SRV=b1` (RSA-2048, TLS 1.3)", "req/s", "tls")
+    new = http_table(out, "tls-newconn", "New TLS connections (`Connection: close`, a full handshake each)", "conn/s", "tls")
+    wss = wss_holds(out)
+    targets(sticky, ws, hold, rel, lb, tls_targets(keep, new, wss))
 
 
 if __name__ == "__main__":
