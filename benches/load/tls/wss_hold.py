@@ -3,10 +3,11 @@
 checked), moves one small frame each way on each, waits 2 s, and prints how much the proxy
 process <pid> grew (VmRSS) per tunnel. Standard library only.
 
-usage: wss_hold.py N PORT PID
+usage: wss_hold.py N PORT PID [KEEP]   (KEEP: seconds to go on holding after the figure is
+printed, e.g. for a heap profiler to look at the held tunnels; default 0)
 """
 import asyncio, ssl, sys, base64, os
-N=int(sys.argv[1]); port=int(sys.argv[2]); pid=int(sys.argv[3])
+N=int(sys.argv[1]); port=int(sys.argv[2]); pid=int(sys.argv[3]); keep=float(sys.argv[4]) if len(sys.argv)>4 else 0
 ctx=ssl.create_default_context(); ctx.check_hostname=False; ctx.verify_mode=ssl.CERT_NONE
 def rss(): 
     for l in open(f'/proc/{pid}/status'):
@@ -29,5 +30,6 @@ async def main():
         conns+=await asyncio.gather(*[one() for _ in range(min(100,N-i))])
     await asyncio.sleep(2)
     after=rss()
-    print(f'{N} idle wss tunnels: rss {before} -> {after} KiB, {(after-before)/N:.1f} KiB per tunnel')
+    print(f'{N} idle wss tunnels: rss {before} -> {after} KiB, {(after-before)/N:.1f} KiB per tunnel', flush=True)
+    await asyncio.sleep(keep)
 asyncio.run(main())
