@@ -7,6 +7,7 @@ use super::ProxyCtx;
 use crate::listen_limits::AcceptBackoff;
 use crate::snapshot::FrontendSnapshot;
 use crate::threads::workers::Acceptor;
+use crate::tls::server_stream::TlsServerStream;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -94,8 +95,9 @@ pub async fn serve_frontend(
             let io = match &fe.tls {
                 None => Stream::Plain(tcp),
                 Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-                    match tokio::time::timeout(fe.cfg.header_timeout.get(), acceptor.accept(tcp)).await {
+                    // Boxed: the handshake's state is not kept in this task once it is done.
+                    let handshake = Box::pin(TlsServerStream::accept(tcp, tls.config.clone()));
+                    match tokio::time::timeout(fe.cfg.header_timeout.get(), handshake).await {
                         Ok(Ok(s)) => Stream::Tls(Box::new(s)),
                         Ok(Err(e)) => {
                             debug!(frontend = %fe.cfg.name, client = %peer, error = %e, "TLS handshake failed");

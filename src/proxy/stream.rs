@@ -12,7 +12,7 @@ pub enum Stream<T> {
     Tls(Box<T>),
 }
 
-pub type ClientStream = Stream<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = Stream<crate::tls::server_stream::TlsServerStream>;
 pub type BackendStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl<T> Stream<T> {
@@ -25,7 +25,7 @@ impl ClientStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(t) => t.get_ref().0,
+            Stream::Tls(t) => t.tcp(),
         }
     }
 }
