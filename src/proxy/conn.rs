@@ -141,13 +141,12 @@ pub async fn serve(
                 return;
             }
             Next::Tunnel(mut t) => {
-                let log = t.log.take();
                 // The tunnel runs as its own small task so an idle one holds nothing of this
                 // connection's HTTP state.
                 ctx.lifecycle.tracker.spawn(async move {
-                    let (end, moved) = tunnel::run(*t).await;
-                    if let Some(log) = log {
-                        access::finish_tunnel(log, moved);
+                    let (end, moved) = tunnel::run(&mut t).await;
+                    if let Some(log) = t.log.take() {
+                        access::finish_tunnel(*log, moved);
                     }
                     debug!(?end, "websocket tunnel ended");
                 });

@@ -273,7 +273,7 @@ pub(super) async fn exchange(
             send_timeout,
             close: ctx.lifecycle.close_tunnels.child_token(),
             slot: conn.slot,
-            log,
+            log: log.map(Box::new),
         }));
     }
     let close_client = head.close
