@@ -11,7 +11,7 @@
 # stopped by that PID. A run is bounded: ARRIVE + SESSION <= 600 s per proxy, USERS <= 8000.
 #
 # usage: benches/load/site.sh [run|stop]
-# env:   USERS=4000 ARRIVE=120 SESSION=30 EVAL=5 CHANGE=12 PROXIES="haproxy qlik-lb"
+# env:   USERS=4000 ARRIVE=180 SESSION=30 EVAL=5 CHANGE=12 PROXIES="haproxy qlik-lb"
 #        QLB_BIN=<a qlik-lb binary instead of building this checkout> RUN=/tmp/qlik-lb-site
 set -euo pipefail
 
@@ -19,7 +19,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 export RUN=${RUN:-${TMPDIR:-/tmp}/qlik-lb-site}
 USERS=${USERS:-4000}
-ARRIVE=${ARRIVE:-120}
+ARRIVE=${ARRIVE:-180}
 SESSION=${SESSION:-30}
 EVAL=${EVAL:-5}
 CHANGE=${CHANGE:-12}
