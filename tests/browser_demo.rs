@@ -1,7 +1,9 @@
 //! The demo in a real browser (headless Chromium over the DevTools protocol): the hub names
 //! the node that served it, the app page's own script opens the QIX WebSocket through the front
 //! door and shows the engine node and `EngineVersion`, a profile keeps its node across reloads
-//! with one `QLB_ROUTE` cookie, fresh profiles spread, and a saturated engine gets no new ones.
+//! with one `QLB_ROUTE` cookie, fresh profiles spread, and a saturated engine gets no new ones;
+//! and the same pages over HTTPS and `wss` through a TLS front door (Chromium's own TLS stack
+//! against the front door's).
 
 mod support;
 
@@ -202,5 +204,51 @@ async fn the_status_page_shows_license_bars_and_the_release_decisions() {
             .is_some_and(|r| r.split('|').all(|why| !why.is_empty())),
         "every decision says why: {reasons}"
     );
+    demo.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_page_works_over_https_and_wss_through_a_tls_front_door() {
+    let demo = demo().await;
+    let cert = support::edge::self_signed();
+    let nodes: Vec<(&str, String)> = demo
+        .site
+        .nodes
+        .iter()
+        .map(|n| (n.id(), n.addr().to_string()))
+        .collect();
+    let lb = support::start(&support::frontdoor_config(&nodes, "", &cert.frontend_tls())).await;
+    let port = lb.frontend_addr("public").expect("front door").port();
+    let base = format!("https://localhost:{port}");
+    let mut browser = Browser::start().await;
+    let tab = browser.new_profile().await;
+
+    let node = hub_node(&mut browser, &tab, &base).await;
+    browser
+        .navigate(&tab, &format!("{base}/sense/app/{DEMO_APP}"))
+        .await;
+    assert_eq!(browser.eval(&tab, "location.protocol").await, "https:");
+    assert_eq!(browser.text_of(&tab, "page-node").await, node);
+    assert_eq!(
+        browser.text_of(&tab, "engine-node").await,
+        node,
+        "the page's own wss socket landed on the node that served the page"
+    );
+    assert_eq!(
+        browser.text_of(&tab, "engine-version").await,
+        ENGINE_VERSION
+    );
+    // The page asks again every 3 s over the same socket: a second answer means the TLS tunnel
+    // carried traffic after lying idle.
+    let first = browser.text_of(&tab, "refreshed").await;
+    browser
+        .wait_for_text(
+            &tab,
+            "document.getElementById('refreshed').textContent",
+            |t| !t.is_empty() && t != first,
+        )
+        .await;
+    assert_eq!(browser.text_of(&tab, "state").await, "app open");
+    lb.shutdown().await;
     demo.shutdown().await;
 }

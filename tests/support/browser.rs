@@ -42,6 +42,8 @@ impl Browser {
                 "--disable-extensions",
                 "--remote-debugging-port=0",
                 "--remote-debugging-address=127.0.0.1",
+                // The HTTPS test's front door serves a self-signed certificate.
+                "--ignore-certificate-errors",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
