@@ -14,6 +14,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
 fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+    configs_with_client_versions(rustls::DEFAULT_VERSIONS)
+}
+
+/// A server config with rustls's default versions (1.3 and 1.2) and a client config trusting
+/// its certificate that offers only `versions`.
+fn configs_with_client_versions(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let der: CertificateDer<'static> = ck.cert.der().clone();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
@@ -27,7 +35,7 @@ fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let mut roots = RootCertStore::empty();
     roots.add(der).unwrap();
     let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
@@ -43,6 +51,17 @@ where
     W: AsyncRead + AsyncWrite + Unpin,
 {
     let (server_cfg, client_cfg) = configs();
+    pair_with(server_cfg, client_cfg, wrap).await
+}
+
+async fn pair_with<W>(
+    server_cfg: Arc<ServerConfig>,
+    client_cfg: Arc<ClientConfig>,
+    wrap: impl FnOnce(TcpStream) -> W,
+) -> (TlsServerStream, tokio_rustls::client::TlsStream<W>)
+where
+    W: AsyncRead + AsyncWrite + Unpin,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
@@ -221,4 +240,24 @@ async fn a_client_that_is_not_tls_fails_the_handshake_with_an_alert() {
         Some(&0x15),
         "a TLS alert record: {answer:?}"
     );
+}
+
+#[tokio::test]
+async fn a_tls_1_2_client_is_served_too() {
+    let (server_cfg, client_cfg) = configs_with_client_versions(&[&rustls::version::TLS12]);
+    let (server, mut client) = pair_with(server_cfg, client_cfg, |t| t).await;
+    assert_eq!(
+        client.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let server = tokio::spawn(echo(server));
+    let sent = pattern(50_000);
+    client.write_all(&sent).await.unwrap();
+    let mut back = vec![0u8; sent.len()];
+    client.read_exact(&mut back).await.unwrap();
+    assert!(back == sent, "the echo differs from what was sent");
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    server.await.unwrap();
 }
