@@ -7,7 +7,7 @@ use super::ProxyCtx;
 use crate::listen_limits::AcceptBackoff;
 use crate::snapshot::FrontendSnapshot;
 use crate::threads::workers::Acceptor;
-use crate::tls::server_stream::TlsServerStream;
+use crate::tls::stream::TlsServerStream;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;

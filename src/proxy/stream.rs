@@ -12,8 +12,8 @@ pub enum Stream<T> {
     Tls(Box<T>),
 }
 
-pub type ClientStream = Stream<crate::tls::server_stream::TlsServerStream>;
-pub type BackendStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type ClientStream = Stream<crate::tls::stream::TlsServerStream>;
+pub type BackendStream = Stream<crate::tls::stream::TlsClientStream>;
 
 impl<T> Stream<T> {
     pub fn is_tls(&self) -> bool {
@@ -34,7 +34,7 @@ impl BackendStream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(t) => t.get_ref().0,
+            Stream::Tls(t) => t.tcp(),
         }
     }
 }

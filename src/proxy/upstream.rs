@@ -7,6 +7,7 @@ use crate::balance::registry::{BackendTarget, IdleConnections};
 use crate::balance::Backend;
 use crate::threads::workers;
 use crate::tls::backend::BackendTls;
+use crate::tls::stream::TlsClientStream;
 use bytes::BytesMut;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -62,8 +63,7 @@ pub async fn connect(
                 .name_for(&target.url.host)
                 .map_err(|e| ConnectError::Tls(authority.clone(), std::io::Error::other(e)))?;
             // A certificate that fails verification ends the handshake here: a connect failure.
-            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
-                .connect(name, tcp)
+            let stream = TlsClientStream::connect(tcp, tls.config.clone(), name)
                 .await
                 .map_err(|e| ConnectError::Tls(authority.clone(), e))?;
             tls_settings = Some(tls.settings);

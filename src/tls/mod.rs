@@ -4,7 +4,7 @@
 
 pub mod backend;
 pub mod frontend;
-pub mod server_stream;
+pub mod stream;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};

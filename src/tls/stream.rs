@@ -1,18 +1,24 @@
-//! The front door's side of a TLS connection: rustls's unbuffered connection over a tokio
-//! `TcpStream`, holding buffers only while they hold bytes.
+//! Both ends of a TLS connection the front door makes or takes: rustls's unbuffered connection
+//! over a tokio `TcpStream`, holding buffers only while they hold bytes.
 //!
 //! Written here rather than taken from `tokio-rustls` because of what an idle connection costs:
 //! rustls's buffered connection keeps a 4 KiB receive buffer for its whole life, and most of the
-//! front door's TLS connections are idle WebSocket tunnels (an open Qlik app between clicks), so
-//! that buffer was a third of what a `wss` tunnel held. Here the bytes read from the socket land
-//! in a per-thread scratch buffer and are decrypted there; only a record that arrived in part, a
-//! read the caller's buffer could not take, or a write the socket could not take stays with the
-//! connection, and only until it is used. The TLS protocol itself (handshake, alerts, key
-//! updates, close_notify) stays entirely in rustls.
+//! front door's TLS connections are idle — WebSocket tunnels of open Qlik apps between clicks,
+//! and pooled keep-alive connections to https backends — so that buffer was a third of what a
+//! `wss` tunnel held. Here the bytes read from the socket land in a per-thread scratch buffer and
+//! are decrypted there; only a record that arrived in part, a read the caller's buffer could not
+//! take, or a write the socket could not take stays with the connection, and only until it is
+//! used. The TLS protocol itself (handshake, certificate checks, alerts, key updates,
+//! close_notify, session tickets) stays entirely in rustls.
 
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
-use rustls::ServerConfig;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
+    UnbufferedStatus,
+};
+use rustls::{ClientConfig, ServerConfig};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -34,9 +40,44 @@ thread_local! {
     static GATHER_BUF: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(WRITE_CHUNK));
 }
 
-pub struct TlsServerStream {
+/// rustls's two unbuffered connections share their states but not a trait: each side has its
+/// own `process_tls_records`.
+pub trait Side: Unpin {
+    type Data;
+    fn process_records<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Side for UnbufferedServerConnection {
+    type Data = ServerConnectionData;
+    fn process_records<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ServerConnectionData> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Side for UnbufferedClientConnection {
+    type Data = ClientConnectionData;
+    fn process_records<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, ClientConnectionData> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// A client's connection to the front door.
+pub type TlsServerStream = TlsStream<UnbufferedServerConnection>;
+/// The front door's connection to an https backend.
+pub type TlsClientStream = TlsStream<UnbufferedClientConnection>;
+
+pub struct TlsStream<C> {
     tcp: TcpStream,
-    conn: UnbufferedServerConnection,
+    conn: C,
     /// TLS bytes from the peer that rustls has not consumed yet: a record that came in part.
     incoming: Vec<u8>,
     /// Decrypted bytes the reader has not taken yet, from `plaintext_at` on.
@@ -60,10 +101,29 @@ enum Standing {
 }
 
 impl TlsServerStream {
-    /// Runs the TLS handshake on `tcp` (the caller bounds it in time).
+    /// Runs the server side of the TLS handshake on `tcp` (the caller bounds it in time).
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
         let conn = UnbufferedServerConnection::new(config).map_err(invalid)?;
-        let mut s = TlsServerStream {
+        TlsStream::handshake(tcp, conn).await
+    }
+}
+
+impl TlsClientStream {
+    /// Runs the client side of the TLS handshake on `tcp` (the caller bounds it in time); a
+    /// certificate that fails verification is an `InvalidData` error carrying rustls's reason.
+    pub async fn connect(
+        tcp: TcpStream,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<Self> {
+        let conn = UnbufferedClientConnection::new(config, name).map_err(invalid)?;
+        TlsStream::handshake(tcp, conn).await
+    }
+}
+
+impl<C: Side> TlsStream<C> {
+    async fn handshake(tcp: TcpStream, conn: C) -> io::Result<Self> {
+        let mut s = TlsStream {
             tcp,
             conn,
             incoming: Vec::new(),
@@ -82,14 +142,14 @@ impl TlsServerStream {
                 Standing::PeerClosed | Standing::Closed => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "the client closed during the TLS handshake",
+                        "the peer closed during the TLS handshake",
                     ))
                 }
                 Standing::Handshaking => {
                     if s.read_socket_into_incoming().await? == 0 {
                         return Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
-                            "the client closed during the TLS handshake",
+                            "the peer closed during the TLS handshake",
                         ));
                     }
                 }
@@ -158,7 +218,7 @@ impl TlsServerStream {
     ) -> io::Result<(usize, Standing)> {
         let mut consumed = 0;
         loop {
-            let status = self.conn.process_tls_records(&mut buf[consumed..]);
+            let status = self.conn.process_records(&mut buf[consumed..]);
             let discard = status.discard;
             let standing = match status.state {
                 Err(e) => {
@@ -222,7 +282,7 @@ impl TlsServerStream {
     /// After a protocol error rustls has an alert queued; it goes out if the socket takes it.
     fn queue_alert(&mut self) {
         if let Ok(ConnectionState::EncodeTlsData(mut encode)) =
-            self.conn.process_tls_records(&mut []).state
+            self.conn.process_records(&mut []).state
         {
             let _ = encode_into(&mut encode, &mut self.outgoing);
         }
@@ -306,7 +366,7 @@ impl TlsServerStream {
 
     fn encrypt_with(&mut self, incoming: &mut Vec<u8>, data: &[u8]) -> io::Result<usize> {
         loop {
-            let status = self.conn.process_tls_records(&mut incoming[..]);
+            let status = self.conn.process_records(&mut incoming[..]);
             let discard = status.discard;
             let written = match status.state {
                 Err(e) => {
@@ -392,8 +452,8 @@ fn write_now_or_keep(tcp: &TcpStream, outgoing: &mut Vec<u8>, outgoing_at: usize
     }
 }
 
-fn encode_into(
-    encode: &mut rustls::unbuffered::EncodeTlsData<'_, ServerConnectionData>,
+fn encode_into<Data>(
+    encode: &mut EncodeTlsData<'_, Data>,
     outgoing: &mut Vec<u8>,
 ) -> io::Result<()> {
     let start = outgoing.len();
@@ -417,7 +477,7 @@ fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-impl AsyncRead for TlsServerStream {
+impl<C: Side> AsyncRead for TlsStream<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -444,7 +504,7 @@ impl AsyncRead for TlsServerStream {
                 if !this.incoming.is_empty() {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
-                        "the client closed in the middle of a TLS record",
+                        "the peer closed in the middle of a TLS record",
                     )));
                 }
                 return Poll::Ready(Ok(()));
@@ -456,7 +516,7 @@ impl AsyncRead for TlsServerStream {
     }
 }
 
-impl AsyncWrite for TlsServerStream {
+impl<C: Side> AsyncWrite for TlsStream<C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -518,7 +578,7 @@ impl AsyncWrite for TlsServerStream {
         if !this.close_notify_sent {
             this.close_notify_sent = true;
             let mut incoming = std::mem::take(&mut this.incoming);
-            let status = this.conn.process_tls_records(&mut incoming[..]);
+            let status = this.conn.process_records(&mut incoming[..]);
             let discard = status.discard;
             if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
                 let mut alert = [0u8; 64];
@@ -535,4 +595,6 @@ impl AsyncWrite for TlsServerStream {
 }
 
 #[cfg(test)]
-mod tests;
+mod client_tests;
+#[cfg(test)]
+mod server_tests;
