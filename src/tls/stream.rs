@@ -100,6 +100,13 @@ enum Standing {
     Closed,
 }
 
+/// What to do once rustls has consumed what it was given and is open for application data.
+enum OnOpen<'d> {
+    Nothing,
+    Encrypt(&'d [u8]),
+    CloseNotify,
+}
+
 impl TlsServerStream {
     /// Runs the server side of the TLS handshake on `tcp` (the caller bounds it in time).
     pub async fn accept(tcp: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
@@ -135,7 +142,7 @@ impl<C: Side> TlsStream<C> {
             close_notify_sent: false,
         };
         loop {
-            let standing = s.process_incoming(None)?;
+            let standing = s.process_incoming(None, OnOpen::Nothing)?;
             s.flush_outgoing_all().await?;
             match standing {
                 Standing::Open => break,
@@ -185,10 +192,14 @@ impl<C: Side> TlsStream<C> {
         std::future::poll_fn(|cx| self.poll_flush_outgoing(cx)).await
     }
 
-    /// Lets rustls consume the whole records in `incoming` (held bytes).
-    fn process_incoming(&mut self, sink: Option<&mut ReadBuf<'_>>) -> io::Result<Standing> {
+    /// Lets rustls consume the whole records in `incoming` (held bytes), then does `on_open`.
+    fn process_incoming(
+        &mut self,
+        sink: Option<&mut ReadBuf<'_>>,
+        on_open: OnOpen<'_>,
+    ) -> io::Result<Standing> {
         let mut incoming = std::mem::take(&mut self.incoming);
-        let r = self.process(&mut incoming, sink);
+        let r = self.process(&mut incoming, sink, on_open);
         match r {
             Ok((consumed, standing)) => {
                 incoming.drain(..consumed);
@@ -208,13 +219,15 @@ impl<C: Side> TlsStream<C> {
     }
 
     /// Lets rustls consume the whole records at the front of `buf`: decrypted bytes go to `sink`
-    /// while it has room, then to `plaintext`; records to send go to `outgoing`. Returns how many
-    /// bytes of `buf` were consumed (rustls's discard contract: removed from its front before
-    /// the next call) and where the connection stands.
+    /// while it has room, then to `plaintext`; records to send go to `outgoing`. Once rustls is
+    /// open for application data, does `on_open`. Returns how many bytes of `buf` were consumed
+    /// (rustls's discard contract: removed from its front before the next call) and where the
+    /// connection stands.
     fn process(
         &mut self,
         buf: &mut [u8],
         mut sink: Option<&mut ReadBuf<'_>>,
+        on_open: OnOpen<'_>,
     ) -> io::Result<(usize, Standing)> {
         let mut consumed = 0;
         loop {
@@ -251,7 +264,37 @@ impl<C: Side> TlsStream<C> {
                     None
                 }
                 Ok(ConnectionState::BlockedHandshake) => Some(Standing::Handshaking),
-                Ok(ConnectionState::WriteTraffic(_)) => Some(Standing::Open),
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
+                    match on_open {
+                        OnOpen::Nothing => {}
+                        OnOpen::Encrypt(data) => WRITE_BUF.with(|cell| -> io::Result<()> {
+                            let mut scratch = cell.borrow_mut();
+                            let len = match traffic.encrypt(data, &mut scratch[..]) {
+                                Ok(len) => len,
+                                Err(EncryptError::InsufficientSize(InsufficientSizeError {
+                                    required_size,
+                                })) => {
+                                    scratch.resize(required_size, 0);
+                                    traffic.encrypt(data, &mut scratch[..]).map_err(invalid)?
+                                }
+                                Err(e) => return Err(invalid(e)),
+                            };
+                            write_now_or_keep(
+                                &self.tcp,
+                                &mut self.outgoing,
+                                self.outgoing_at,
+                                &scratch[..len],
+                            );
+                            Ok(())
+                        })?,
+                        OnOpen::CloseNotify => {
+                            let mut alert = [0u8; 64];
+                            let n = traffic.queue_close_notify(&mut alert).map_err(invalid)?;
+                            self.outgoing.extend_from_slice(&alert[..n]);
+                        }
+                    }
+                    Some(Standing::Open)
+                }
                 Ok(ConnectionState::PeerClosed) => {
                     self.read_closed = true;
                     None
@@ -340,7 +383,7 @@ impl<C: Side> TlsStream<C> {
                 return Poll::Ready(Ok(false));
             }
             if self.incoming.is_empty() {
-                let (consumed, _) = self.process(&mut scratch[..n], Some(out))?;
+                let (consumed, _) = self.process(&mut scratch[..n], Some(out), OnOpen::Nothing)?;
                 if consumed < n {
                     self.incoming = scratch[consumed..n].to_vec();
                 }
@@ -348,7 +391,7 @@ impl<C: Side> TlsStream<C> {
                 // The rest of a record that came in part: rustls needs it whole in one buffer.
                 self.incoming.extend_from_slice(&scratch[..n]);
                 drop(scratch);
-                self.process_incoming(Some(out))?;
+                self.process_incoming(Some(out), OnOpen::Nothing)?;
             }
             Poll::Ready(Ok(true))
         })
@@ -358,78 +401,13 @@ impl<C: Side> TlsStream<C> {
     /// not take. Returns how many plaintext bytes were taken.
     fn encrypt_and_write(&mut self, data: &[u8]) -> io::Result<usize> {
         let data = &data[..data.len().min(WRITE_CHUNK)];
-        let mut incoming = std::mem::take(&mut self.incoming);
-        let r = self.encrypt_with(&mut incoming, data);
-        self.incoming = incoming;
-        r
-    }
-
-    fn encrypt_with(&mut self, incoming: &mut Vec<u8>, data: &[u8]) -> io::Result<usize> {
-        loop {
-            let status = self.conn.process_records(&mut incoming[..]);
-            let discard = status.discard;
-            let written = match status.state {
-                Err(e) => {
-                    self.queue_alert();
-                    return Err(invalid(e));
-                }
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => {
-                    Some(WRITE_BUF.with(|cell| -> io::Result<()> {
-                        let mut scratch = cell.borrow_mut();
-                        let len = match traffic.encrypt(data, &mut scratch[..]) {
-                            Ok(len) => len,
-                            Err(EncryptError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            })) => {
-                                scratch.resize(required_size, 0);
-                                traffic.encrypt(data, &mut scratch[..]).map_err(invalid)?
-                            }
-                            Err(e) => return Err(invalid(e)),
-                        };
-                        write_now_or_keep(
-                            &self.tcp,
-                            &mut self.outgoing,
-                            self.outgoing_at,
-                            &scratch[..len],
-                        );
-                        Ok(())
-                    }))
-                }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
-                    encode_into(&mut encode, &mut self.outgoing)?;
-                    None
-                }
-                Ok(ConnectionState::TransmitTlsData(transmit)) => {
-                    transmit.done();
-                    None
-                }
-                // Decrypted data is always taken by reads before; keep any for the reader.
-                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
-                    while let Some(record) = traffic.next_record() {
-                        let record = record.map_err(invalid)?;
-                        self.plaintext.extend_from_slice(record.payload);
-                    }
-                    None
-                }
-                Ok(ConnectionState::PeerClosed) => {
-                    self.read_closed = true;
-                    None
-                }
-                Ok(ConnectionState::Closed) => {
-                    return Err(io::ErrorKind::BrokenPipe.into());
-                }
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::NotConnected,
-                        "TLS connection not ready for data",
-                    ))
-                }
-            };
-            incoming.drain(..discard);
-            if let Some(r) = written {
-                r?;
-                return Ok(data.len());
-            }
+        match self.process_incoming(None, OnOpen::Encrypt(data))? {
+            Standing::Open | Standing::PeerClosed => Ok(data.len()),
+            Standing::Closed => Err(io::ErrorKind::BrokenPipe.into()),
+            Standing::Handshaking => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "TLS connection not ready for data",
+            )),
         }
     }
 }
@@ -577,17 +555,8 @@ impl<C: Side> AsyncWrite for TlsStream<C> {
         ready!(this.poll_flush_outgoing(cx))?;
         if !this.close_notify_sent {
             this.close_notify_sent = true;
-            let mut incoming = std::mem::take(&mut this.incoming);
-            let status = this.conn.process_records(&mut incoming[..]);
-            let discard = status.discard;
-            if let Ok(ConnectionState::WriteTraffic(mut traffic)) = status.state {
-                let mut alert = [0u8; 64];
-                if let Ok(n) = traffic.queue_close_notify(&mut alert) {
-                    this.outgoing.extend_from_slice(&alert[..n]);
-                }
-            }
-            incoming.drain(..discard);
-            this.incoming = incoming;
+            // Best effort, as a close is: the socket is shut down either way.
+            let _ = this.process_incoming(None, OnOpen::CloseNotify);
             ready!(this.poll_flush_outgoing(cx))?;
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
@@ -598,3 +567,5 @@ impl<C: Side> AsyncWrite for TlsStream<C> {
 mod client_tests;
 #[cfg(test)]
 mod server_tests;
+#[cfg(test)]
+mod test_pki;

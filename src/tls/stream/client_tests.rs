@@ -2,9 +2,10 @@
 //! checked, bytes go both ways across session tickets and a server's key update, and no buffer is
 //! kept between exchanges.
 
+use super::test_pki::{self, localhost, pattern};
 use super::TlsClientStream;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ServerConfig};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,27 +20,8 @@ struct Pki {
 /// A server certificate for `localhost` and a client trusting `trusted` (the server's own when
 /// `None`).
 fn pki(trusted: Option<CertificateDer<'static>>) -> Pki {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let der: CertificateDer<'static> = ck.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der.clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(trusted.unwrap_or(der)).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Pki {
-        server: Arc::new(server),
-        client: Arc::new(client),
-    }
+    let (server, client) = test_pki::configs(rustls::DEFAULT_VERSIONS, trusted);
+    Pki { server, client }
 }
 
 /// A tokio-rustls server that echoes until close_notify, asking for a key update after its
@@ -74,14 +56,6 @@ async fn echo_server(
         tls.shutdown().await
     });
     (addr, task)
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 17 % 253) as u8).collect()
-}
-
-fn localhost() -> ServerName<'static> {
-    ServerName::try_from("localhost").unwrap()
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 //! that arrive a byte at a time, a client's key update, close_notify, and no buffer kept between
 //! exchanges.
 
+use super::test_pki::{self, localhost, pattern};
 use super::TlsServerStream;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{ClientConfig, ServerConfig};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,32 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;
 
 fn configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    configs_with_client_versions(rustls::DEFAULT_VERSIONS)
-}
-
-/// A server config with rustls's default versions (1.3 and 1.2) and a client config trusting
-/// its certificate that offers only `versions`.
-fn configs_with_client_versions(
-    versions: &[&'static rustls::SupportedProtocolVersion],
-) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let der: CertificateDer<'static> = ck.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der()));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![der.clone()], key)
-        .unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(der).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
+    test_pki::configs(rustls::DEFAULT_VERSIONS, None)
 }
 
 /// A connected pair: the server side accepted by `TlsServerStream`, the client side by
@@ -71,7 +46,7 @@ where
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let client = TlsConnector::from(client_cfg)
-        .connect(ServerName::try_from("localhost").unwrap(), wrap(tcp))
+        .connect(localhost(), wrap(tcp))
         .await
         .unwrap();
     (server.await.unwrap(), client)
@@ -89,10 +64,6 @@ async fn echo(mut s: TlsServerStream) -> TlsServerStream {
     }
     s.shutdown().await.unwrap();
     s
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
 
 #[tokio::test]
@@ -244,7 +215,7 @@ async fn a_client_that_is_not_tls_fails_the_handshake_with_an_alert() {
 
 #[tokio::test]
 async fn a_tls_1_2_client_is_served_too() {
-    let (server_cfg, client_cfg) = configs_with_client_versions(&[&rustls::version::TLS12]);
+    let (server_cfg, client_cfg) = test_pki::configs(&[&rustls::version::TLS12], None);
     let (server, mut client) = pair_with(server_cfg, client_cfg, |t| t).await;
     assert_eq!(
         client.get_ref().1.protocol_version(),
