@@ -6,44 +6,12 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
 use support::backend::TestBackend;
+use support::edge::self_signed;
 use support::raw;
 use support::{frontdoor_config, start, within};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-
-struct Cert {
-    _dir: tempfile::TempDir,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    der: rustls::pki_types::CertificateDer<'static>,
-}
-
-fn self_signed() -> Cert {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("lb.pem");
-    let key = dir.path().join("lb-key.pem");
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
-    Cert {
-        der: ck.cert.der().clone(),
-        _dir: dir,
-        cert,
-        key,
-    }
-}
-
-impl Cert {
-    /// The `tls = { .. }` line of a frontend serving this certificate.
-    fn frontend_tls(&self) -> String {
-        format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}",
-            self.cert.display(),
-            self.key.display()
-        )
-    }
-}
 
 fn connector(der: rustls::pki_types::CertificateDer<'static>) -> tokio_rustls::TlsConnector {
     let cfg = qlik_lb::tls::client_config_from(None, vec![der], true).unwrap();
