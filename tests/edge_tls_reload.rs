@@ -31,11 +31,7 @@ async fn door(first: &Leaf) -> Door {
     let (cert, key) = (dir.path().join("lb.pem"), dir.path().join("lb-key.pem"));
     first.write(&cert, &key);
     let backend = TestBackend::start("b1").await;
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.display(),
-        key.display()
-    );
+    let tls = support::edge::frontend_tls(&cert, &key);
     let lb = start(&frontdoor_config(
         &[("b1", backend.addr_string())],
         "",
@@ -164,11 +160,7 @@ async fn a_config_reload_serves_the_certificates_it_names() {
         frontdoor_config(
             &[("b1", backend.addr_string())],
             "",
-            &format!(
-                "tls = {{ cert = \"{}\", key = \"{}\" }}",
-                c.display(),
-                k.display()
-            ),
+            &support::edge::frontend_tls(c, k),
         )
     };
     let file = dir.path().join("qlik-lb.toml");

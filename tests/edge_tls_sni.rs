@@ -121,11 +121,7 @@ async fn a_single_pair_serves_every_name() {
     let (cert, key) = (dir.path().join("lb.pem"), dir.path().join("lb-key.pem"));
     only.write(&cert, &key);
     let backend = TestBackend::start("b1").await;
-    let tls = format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}",
-        cert.display(),
-        key.display()
-    );
+    let tls = support::edge::frontend_tls(&cert, &key);
     let lb = start(&frontdoor_config(
         &[("b1", backend.addr_string())],
         "",

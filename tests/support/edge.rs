@@ -70,14 +70,19 @@ pub fn self_signed() -> Cert {
     }
 }
 
+/// The `tls = { .. }` line of a frontend serving the pair in these files.
+pub fn frontend_tls(cert: &std::path::Path, key: &std::path::Path) -> String {
+    format!(
+        "tls = {{ cert = \"{}\", key = \"{}\" }}",
+        cert.display(),
+        key.display()
+    )
+}
+
 impl Cert {
     /// The `tls = { .. }` line of a frontend serving this certificate.
     pub fn frontend_tls(&self) -> String {
-        format!(
-            "tls = {{ cert = \"{}\", key = \"{}\" }}",
-            self.cert.display(),
-            self.key.display()
-        )
+        frontend_tls(&self.cert, &self.key)
     }
 
     /// A TLS handshake for `localhost` over `tcp`, trusting only this certificate.
